@@ -243,7 +243,9 @@ func positiveInt(v float64) error {
 // Common hyperparameter declarations.
 func lrSpec(def float64) hyperSpec  { return hyperSpec{key: "lr", def: def, check: nonNegative} }
 func epsSpec(def float64) hyperSpec { return hyperSpec{key: "eps", def: def, check: nonNegative} }
-func wdSpec(def float64) hyperSpec  { return hyperSpec{key: "weight_decay", def: def, check: nonNegative} }
+func wdSpec(def float64) hyperSpec {
+	return hyperSpec{key: "weight_decay", def: def, check: nonNegative}
+}
 func flagSpec(key string, def bool) hyperSpec {
 	d := 0.0
 	if def {
