@@ -304,3 +304,42 @@ func TestGolden(t *testing.T) {
 	}
 	fmt.Printf("golden: %d cases, %d passed, %d failed, %d skipped\n", len(files), passed, failed, skipped)
 }
+
+func init() {
+	// base solver from the case's base_* keys.
+	base := func(c *goldenCase) (Solver, error) {
+		kind := c.hyperString("base_optimizer")
+		if kind == "" {
+			kind = "sgd"
+		}
+		return New(kind, c.options("base_")...)
+	}
+	goldenSpecial["lookahead"] = func(c *goldenCase, ps []*Param, vgs []G.ValueGrad, fixed func(G.Solver) func(int) (float64, error)) (func(int) (float64, error), error) {
+		b, err := base(c)
+		if err != nil {
+			return nil, err
+		}
+		opts := c.options("", "pullback_momentum", "base_optimizer")
+		if m := c.hyperString("pullback_momentum"); m != "" {
+			opts = append(opts, WithPullback(m))
+		}
+		l, err := NewLookahead(b, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return fixed(l), nil
+	}
+	goldenSpecial["sam"] = func(c *goldenCase, ps []*Param, vgs []G.ValueGrad, _ func(G.Solver) func(int) (float64, error)) (func(int) (float64, error), error) {
+		b, err := base(c)
+		if err != nil {
+			return nil, err
+		}
+		s, err := NewSAM(b, c.options("", "base_optimizer")...)
+		if err != nil {
+			return nil, err
+		}
+		return func(int) (float64, error) {
+			return s.StepClosure(vgs, func() (float64, error) { return c.problemGrad(ps), nil })
+		}, nil
+	}
+}
