@@ -171,7 +171,7 @@ func (o *Optimizer) Step(params []G.ValueGrad) error {
 
 // update runs the rule's kernel over one parameter.
 func (o *Optimizer) update(v *view, lr float64) {
-	st := o.reg.state(v, o.rule.bufferNames(), o.rule.bufferInit)
+	st := o.reg.state(v, o.rule.bufferNames, o.rule.bufferInit)
 	st.step++
 	wd := 0.0
 	if w, ok := o.cfg.vals["weight_decay"]; ok && (o.cfg.mask == nil || o.cfg.mask(v.name, v.shape)) {

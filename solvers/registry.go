@@ -156,12 +156,13 @@ func (r *registry) screen(views []view, policy NonFinitePolicy) (skip bool, err 
 	return false, nil
 }
 
-// state returns the state of v, creating it with the given buffers on first sight.
-func (r *registry) state(v *view, bufs []string, init func(i int) float64) *paramState {
+// state returns the state of v, creating it on first sight with the buffers bufs() names, buffer i
+// filled with init(i).
+func (r *registry) state(v *view, bufs func() []string, init func(i int) float64) *paramState {
 	r.init()
 	s, ok := r.states[v.name]
 	if !ok {
-		s = newParamState(v, bufs, init)
+		s = newParamState(v, bufs(), init)
 		r.states[v.name] = s
 		r.order = append(r.order, v.name)
 	}

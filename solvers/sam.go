@@ -100,7 +100,7 @@ func (s *SAM) StepClosure(params []G.ValueGrad, closure Closure) (float64, error
 	scaleF := s.cfg.f("rho") / (norm + 1e-12)
 	for i := range views {
 		v := &views[i]
-		st := s.old.state(v, []string{"old_p"}, func(int) float64 { return 0 })
+		st := s.old.state(v, oldPBuffers, zeroInit)
 		if v.w32 != nil {
 			perturb(v.w32, v.g32, st.b32[0], float32(scaleF), adaptive)
 		} else {
@@ -173,3 +173,7 @@ func (s *SAM) loadState(prefix string, r *stateReader) (func(), error) {
 	}
 	return func() { *s.cfg = *c; commitInner() }, nil
 }
+
+func oldPBuffers() []string { return []string{"old_p"} }
+
+func zeroInit(int) float64 { return 0 }
