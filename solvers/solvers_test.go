@@ -4,7 +4,6 @@ import (
 	"math"
 	"testing"
 
-
 	"github.com/gradlab/gradlab/solvers/schedule"
 )
 

@@ -74,13 +74,15 @@ func sameBits(a, b [][]float64) bool {
 // statefulCases build solvers with every buffer switched on.
 func statefulCases() map[string]func() (Solver, error) {
 	return map[string]func() (Solver, error){
-		"sgd":      func() (Solver, error) { return NewSGD(WithMomentum(0.9), Set("dampening", 0.1), WithWeightDecay(0.01)) },
-		"adam":     func() (Solver, error) { return NewAdam(WithAMSGrad(true), WithWeightDecay(0.01)) },
-		"adamw":    func() (Solver, error) { return NewAdamW(WithAMSGrad(true)) },
-		"adamax":   func() (Solver, error) { return NewAdamax() },
-		"nadam":    func() (Solver, error) { return NewNAdam(WithWeightDecay(0.01)) },
-		"radam":    func() (Solver, error) { return NewRAdam() },
-		"adagrad":  func() (Solver, error) { return NewAdaGrad(Set("lr_decay", 0.01), Set("initial_accumulator_value", 0.1)) },
+		"sgd":    func() (Solver, error) { return NewSGD(WithMomentum(0.9), Set("dampening", 0.1), WithWeightDecay(0.01)) },
+		"adam":   func() (Solver, error) { return NewAdam(WithAMSGrad(true), WithWeightDecay(0.01)) },
+		"adamw":  func() (Solver, error) { return NewAdamW(WithAMSGrad(true)) },
+		"adamax": func() (Solver, error) { return NewAdamax() },
+		"nadam":  func() (Solver, error) { return NewNAdam(WithWeightDecay(0.01)) },
+		"radam":  func() (Solver, error) { return NewRAdam() },
+		"adagrad": func() (Solver, error) {
+			return NewAdaGrad(Set("lr_decay", 0.01), Set("initial_accumulator_value", 0.1))
+		},
 		"adadelta": func() (Solver, error) { return NewAdaDelta() },
 		"rmsprop": func() (Solver, error) {
 			return NewRMSprop(WithMomentum(0.9), SetFlag("centered", true))
