@@ -27,7 +27,7 @@ var workers struct {
 }
 
 func startWorkers() {
-	workers.n = runtime.GOMAXPROCS(0)
+	workers.n = runtime.NumCPU()
 	workers.tasks = make(chan rangeTask, 4*workers.n)
 	for i := 1; i < workers.n; i++ {
 		go func() {
@@ -43,10 +43,7 @@ func startWorkers() {
 // takes the first chunk. It allocates nothing: wg belongs to the caller and is reused.
 func parallelRange(n int, job rangeJob, wg *sync.WaitGroup) {
 	workers.once.Do(startWorkers)
-	chunks := n / minChunk
-	if chunks > workers.n {
-		chunks = workers.n
-	}
+	chunks := min(n/minChunk, workers.n, runtime.GOMAXPROCS(0))
 	if chunks <= 1 {
 		job.runRange(0, n)
 		return
