@@ -197,9 +197,8 @@ type lsBuffers[T Float] struct {
 // the accepted step, the step t and the number of function evaluations.
 func strongWolfe[T Float](obj dirEval[T], t scalar, d []T, f float64, g []T, gtd scalar, b *lsBuffers[T]) (float64, scalar, int, error) {
 	var ar arith[T]
-	c1, c2 := py(wolfeC1), py(wolfeC2)
-	negC2 := py(-wolfeC2)
-	_ = c2
+	c1 := py(wolfeC1)
+	negC2 := py(-wolfeC2) // Python parses `-c2 * gtd` as `(-c2) * gtd`
 
 	dNorm := ten(maxAbs(d))
 	copy(b.gPrev, g) // g = g.clone(); g_prev = g
