@@ -29,12 +29,18 @@ type kernelArgs[T Float] struct {
 	c    coefs
 }
 
-// rule is an elementwise optimizer: every element of a parameter is updated from the same elements of its
-// gradient and buffers and from per-step scalars. Its kernels are fused single passes that also zero the
-// gradient.
+// rule is the per-parameter part of an optimizer: the state buffers it keeps. A rule is either
+// elementwise or tensorwise.
 type rule interface {
 	bufferNames() []string
 	bufferInit(i int) float64
+}
+
+// elementwise is a rule where every element of a parameter is updated from the same elements of its
+// gradient and buffers and from per-step scalars. Its kernels are fused single passes that also zero the
+// gradient; large tensors are split across cores.
+type elementwise interface {
+	rule
 	// coefs fills c for a parameter whose state st has just reached step st.step (from 1), with the
 	// learning rate lr and the weight decay wd that applies to it (0 when masked out). Rules that keep
 	// per-parameter scalars (NAdam's running product) keep them in st.scal.
@@ -43,15 +49,29 @@ type rule interface {
 	run64(a *kernelArgs[float64], lo, hi int)
 }
 
+// tensorwise is a rule that needs whole-tensor quantities (row norms, projections): it updates one
+// parameter at a time and zeroes its gradient.
+type tensorwise interface {
+	rule
+	update32(v *view, st *paramState, lr, wd float64)
+	update64(v *view, st *paramState, lr, wd float64)
+}
+
+// preparer is a rule that needs a quantity over all parameters of the step (a global gradient norm)
+// before any update. prepare runs after validation; it must not change anything visible.
+type preparer interface {
+	prepare(views []view)
+}
+
 type job32 struct {
-	r rule
+	r elementwise
 	a kernelArgs[float32]
 }
 
 func (j *job32) runRange(lo, hi int) { j.r.run32(&j.a, lo, hi) }
 
 type job64 struct {
-	r rule
+	r elementwise
 	a kernelArgs[float64]
 }
 
@@ -162,6 +182,9 @@ func (o *Optimizer) Step(params []G.ValueGrad) error {
 	if err != nil {
 		return err
 	}
+	if p, ok := o.rule.(preparer); ok {
+		p.prepare(views)
+	}
 	for i := range views {
 		o.update(&views[i], lr)
 	}
@@ -177,21 +200,30 @@ func (o *Optimizer) update(v *view, lr float64) {
 	if w, ok := o.cfg.vals["weight_decay"]; ok && (o.cfg.mask == nil || o.cfg.mask(v.name, v.shape)) {
 		wd = w
 	}
+	if tw, ok := o.rule.(tensorwise); ok {
+		if v.dtype == tensor.Float32 {
+			tw.update32(v, st, lr, wd)
+		} else {
+			tw.update64(v, st, lr, wd)
+		}
+		return
+	}
+	ew := o.rule.(elementwise)
 	if v.dtype == tensor.Float32 {
 		j := &o.j32
-		j.r = o.rule
+		j.r = ew
 		j.a.p, j.a.g = v.w32, v.g32
 		copy(j.a.b[:], st.b32)
-		o.rule.coefs(st, lr, wd, &j.a.c)
+		ew.coefs(st, lr, wd, &j.a.c)
 		parallelRange(len(v.w32), j, &o.wg)
 		j.a = kernelArgs[float32]{}
 		return
 	}
 	j := &o.j64
-	j.r = o.rule
+	j.r = ew
 	j.a.p, j.a.g = v.w64, v.g64
 	copy(j.a.b[:], st.b64)
-	o.rule.coefs(st, lr, wd, &j.a.c)
+	ew.coefs(st, lr, wd, &j.a.c)
 	parallelRange(len(v.w64), j, &o.wg)
 	j.a = kernelArgs[float64]{}
 }
@@ -233,13 +265,17 @@ var constructors = map[string]Constructor{}
 
 func register(kind string, c Constructor) { constructors[kind] = c }
 
+// registerOptimizer registers an elementwise solver's constructor under kind.
+func registerOptimizer(kind string, f func(...Option) (*Optimizer, error)) {
+	register(kind, func(opts ...Option) (Solver, error) { return f(opts...) })
+}
+
 func init() {
 	for kind, f := range map[string]func(...Option) (*Optimizer, error){
 		"sgd": NewSGD, "adam": NewAdam, "adamw": NewAdamW, "adamax": NewAdamax, "nadam": NewNAdam,
 		"radam": NewRAdam, "adagrad": NewAdaGrad, "adadelta": NewAdaDelta, "rmsprop": NewRMSprop,
 	} {
-		f := f
-		register(kind, func(opts ...Option) (Solver, error) { return f(opts...) })
+		registerOptimizer(kind, f)
 	}
 }
 
