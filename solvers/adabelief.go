@@ -82,8 +82,12 @@ func (r *adaBeliefRule) coefs(st *paramState, lr, wd float64, c *coefs) {
 	}
 	*c = coefs{step, 1 / math.Sqrt(bc2), r.beta1, 1 - r.beta1, r.beta2, 1 - r.beta2, r.eps, l2, shrink, mode}
 }
-func (r *adaBeliefRule) run32(a *kernelArgs[float32], lo, hi int) { adaBeliefKernel(a, lo, hi, r.amsgrad) }
-func (r *adaBeliefRule) run64(a *kernelArgs[float64], lo, hi int) { adaBeliefKernel(a, lo, hi, r.amsgrad) }
+func (r *adaBeliefRule) run32(a *kernelArgs[float32], lo, hi int) {
+	adaBeliefKernel(a, lo, hi, r.amsgrad)
+}
+func (r *adaBeliefRule) run64(a *kernelArgs[float64], lo, hi int) {
+	adaBeliefKernel(a, lo, hi, r.amsgrad)
+}
 
 func adaBeliefKernel[T Float](a *kernelArgs[T], lo, hi int, amsgrad bool) {
 	step, ibc2s := T(a.c[0]), T(a.c[1])
