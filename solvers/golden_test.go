@@ -204,8 +204,66 @@ func (c *goldenCase) problemGrad(ps []*Param) float64 {
 	panic("unknown problem " + c.Problem.Kind)
 }
 
+// torchLayout lists the optimizers whose rule depends on which axis holds the output units. The golden
+// files store tensors in PyTorch's layout (output units first); gradlab's default is Gorgonia's (output
+// units last), so such cases are run on tensors with their axes reversed, and compared likewise.
+var torchLayout = map[string]bool{"adamp": true, "sgdp": true, "muon": true, "muon_moonlight": true}
+
+// reverseAxes returns data (row-major, shape) with its axes in reverse order, and the reversed shape.
+func reverseAxes(data []float64, shape []int) ([]float64, []int) {
+	n := len(shape)
+	rs := make([]int, n)
+	for i := range shape {
+		rs[i] = shape[n-1-i]
+	}
+	out := make([]float64, len(data))
+	idx := make([]int, n)
+	for k := range data {
+		// multi-index of k in shape
+		r := k
+		for d := n - 1; d >= 0; d-- {
+			idx[d] = r % shape[d]
+			r /= shape[d]
+		}
+		// flat index in the reversed shape
+		j := 0
+		for d := 0; d < n; d++ {
+			j = j*rs[d] + idx[n-1-d]
+		}
+		out[j] = data[k]
+	}
+	return out, rs
+}
+
+// toGradlabLayout reverses the axes of every tensor of 2 or more dimensions in the case.
+func (c *goldenCase) toGradlabLayout() {
+	for i := range c.Params {
+		sh := c.Params[i].Shape
+		if len(sh) < 2 {
+			continue
+		}
+		for k := range c.Steps {
+			if c.Steps[k].Grads != nil {
+				c.Steps[k].Grads[i], _ = reverseAxes(c.Steps[k].Grads[i], sh)
+			}
+			c.Steps[k].Expected[i], _ = reverseAxes(c.Steps[k].Expected[i], sh)
+		}
+		c.Params[i].Init, c.Params[i].Shape = reverseAxes(c.Params[i].Init, sh)
+	}
+}
+
 // goldenRunner drives one case; it returns errNotBuilt for optimizers gradlab lacks.
-func runGolden(c *goldenCase) error {
+func runGolden(c *goldenCase) error { return runGoldenLayout(c, false) }
+
+// runGoldenLayout runs c; with channelFirst the tensors stay in PyTorch's layout and the solver is told
+// so by the "channel_first" flag instead.
+func runGoldenLayout(c *goldenCase, channelFirst bool) error {
+	if torchLayout[c.Optimizer] && !channelFirst {
+		c.toGradlabLayout()
+	}
+	if channelFirst {
+		c.Hyper["channel_first"] = json.RawMessage("true")
+	}
 	ps := c.newParams()
 	vgs := Params(ps...)
 	check := func(step int, expected [][]float64) error {
@@ -353,5 +411,28 @@ func init() {
 		return func(int) (float64, error) {
 			return l.StepClosure(vgs, func() (float64, error) { return c.problemGrad(ps), nil })
 		}, nil
+	}
+}
+
+// TestGoldenChannelFirst runs the layout-dependent golden cases in PyTorch's layout with channel_first set:
+// the flag must give the same trajectories as the default layout on reversed tensors.
+func TestGoldenChannelFirst(t *testing.T) {
+	files, _ := filepath.Glob(filepath.Join(goldenDir(), "*.json"))
+	n := 0
+	for _, f := range files {
+		c, err := loadGolden(f)
+		if err != nil || !torchLayout[c.Optimizer] {
+			continue
+		}
+		if _, ok := constructors[c.Optimizer]; !ok {
+			continue
+		}
+		n++
+		if err := runGoldenLayout(c, true); err != nil {
+			t.Errorf("%s with channel_first: %v", c.Case, err)
+		}
+	}
+	if n == 0 {
+		t.Skip("no layout-dependent golden cases")
 	}
 }

@@ -94,6 +94,18 @@ func convergenceCases() []convergenceCase {
 		{name: "adadelta", build: plain("adadelta"), opts: []Option{Set("rho", 0.95)}, quad: 50, rosen: 2, steps: 20000},
 		{name: "rmsprop", build: plain("rmsprop"), quad: 0.01, rosen: 2e-3, steps: 20000},
 		{name: "rmsprop-centered-momentum", build: plain("rmsprop"), opts: []Option{WithMomentum(0.5), SetFlag("centered", true)}, quad: 0.01, rosen: 1e-3, steps: 20000},
+		{name: "diffgrad", build: plain("diffgrad"), quad: 0.05, rosen: 0.02, steps: 10000},
+		{name: "diffgrad_paper", build: plain("diffgrad_paper"), quad: 0.05, rosen: 0.02, steps: 10000},
+		{name: "adabelief", build: plain("adabelief"), quad: 0.05, rosen: 2e-3, steps: 20000},
+		{name: "adabelief-amsgrad-l2", build: plain("adabelief"), opts: []Option{WithAMSGrad(true), SetFlag("weight_decouple", false), SetFlag("rectify", false)}, quad: 0.05, rosen: 0.02, steps: 10000},
+		{name: "lion", build: plain("lion"), quad: 0.01, rosen: 1e-3, steps: 20000},
+		{name: "signsgd", build: plain("signsgd"), quad: 0.01, rosen: 1e-3, steps: 20000},
+		{name: "signum", build: plain("signum"), quad: 0.01, rosen: 1e-3, steps: 20000},
+		{name: "grams", build: plain("grams"), quad: 0.05, rosen: 0.02, steps: 10000},
+		{name: "adan", build: plain("adan"), quad: 0.05, rosen: 0.02, steps: 10000},
+		{name: "adan-clip-noprox", build: plain("adan"), opts: []Option{Set("max_grad_norm", 1), SetFlag("no_prox", true)}, quad: 0.05, rosen: 0.02, steps: 10000},
+		{name: "adamp", build: plain("adamp"), opts: []Option{WithNesterov(true)}, quad: 0.05, rosen: 0.02, steps: 10000},
+		{name: "sgdp", build: plain("sgdp"), opts: []Option{WithMomentum(0.9)}, quad: 0.02, rosen: 1e-3, steps: 20000},
 		{name: "lookahead-adam", build: func(opts ...Option) (Solver, error) {
 			a, err := NewAdam(opts...)
 			if err != nil {

@@ -88,6 +88,15 @@ func statefulCases() map[string]func() (Solver, error) {
 		"rmsprop": func() (Solver, error) {
 			return NewRMSprop(WithMomentum(0.9), SetFlag("centered", true))
 		},
+		"diffgrad":       func() (Solver, error) { return NewDiffGrad(WithWeightDecay(0.01)) },
+		"diffgrad_paper": func() (Solver, error) { return NewDiffGradPaper() },
+		"adabelief":      func() (Solver, error) { return NewAdaBelief(WithAMSGrad(true), WithWeightDecay(0.01)) },
+		"lion":           func() (Solver, error) { return NewLion(WithWeightDecay(0.1), SetFlag("decoupled_weight_decay", true)) },
+		"signum":         func() (Solver, error) { return NewSignum() },
+		"grams":          func() (Solver, error) { return NewGrams(WithWeightDecay(0.01)) },
+		"adan":           func() (Solver, error) { return NewAdan(Set("max_grad_norm", 1), WithWeightDecay(0.02)) },
+		"adamp":          func() (Solver, error) { return NewAdamP(WithWeightDecay(0.1), Set("delta", 10)) },
+		"sgdp":           func() (Solver, error) { return NewSGDP(WithMomentum(0.9), WithWeightDecay(0.01), Set("delta", 10)) },
 		"lookahead-pullback": func() (Solver, error) {
 			s, _ := NewSGD(WithMomentum(0.9))
 			return NewLookahead(s, Set("k", 2), WithPullback("pullback"))
