@@ -25,34 +25,37 @@ func refillGrad(p *Param, v float32) {
 	}
 }
 
-// BenchmarkStep compares, on the same float32 tensors, gradlab's AdamW step, Gorgonia's own AdamSolver,
+// BenchmarkStep compares, on the same float32 tensors, gradlab's AdamW, Lion and AdaBelief steps,
+// Gorgonia's own AdamSolver,
 // and the memory-bandwidth floor: a plain copy of the 28 bytes per parameter an AdamW step moves (it reads
 // p, g, m, v and writes p, m, v). Gradients are refilled outside the timer where the solver zeroes them.
 func BenchmarkStep(b *testing.B) {
 	for _, n := range []int{1 << 20, 10 << 20} {
 		label := fmt.Sprintf("%dM", n>>20)
-		b.Run("adamw/"+label, func(b *testing.B) {
-			p := benchParam("w", n)
-			s, err := NewAdamW()
-			if err != nil {
-				b.Fatal(err)
-			}
-			params := Params(p)
-			if err := s.Step(params); err != nil {
-				b.Fatal(err)
-			}
-			b.SetBytes(int64(28 * n))
-			b.ReportAllocs()
-			b.ResetTimer()
-			for i := 0; i < b.N; i++ {
-				b.StopTimer()
-				refillGrad(p, 1e-3*float32(i%7+1))
-				b.StartTimer()
+		for _, kind := range []string{"adamw", "lion", "adabelief"} {
+			b.Run(kind+"/"+label, func(b *testing.B) {
+				p := benchParam("w", n)
+				s, err := New(kind)
+				if err != nil {
+					b.Fatal(err)
+				}
+				params := Params(p)
 				if err := s.Step(params); err != nil {
 					b.Fatal(err)
 				}
-			}
-		})
+				b.SetBytes(int64(28 * n))
+				b.ReportAllocs()
+				b.ResetTimer()
+				for i := 0; i < b.N; i++ {
+					b.StopTimer()
+					refillGrad(p, 1e-3*float32(i%7+1))
+					b.StartTimer()
+					if err := s.Step(params); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 		b.Run("gorgonia-adam/"+label, func(b *testing.B) {
 			p := benchParam("w", n)
 			s := G.NewAdamSolver()
