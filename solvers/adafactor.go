@@ -103,6 +103,23 @@ func adafactorDims(shape []int) (b, rows, cols int, factored bool) {
 	return b, rows, cols, true
 }
 
+// adafactorScalars is the number of float64 statistics Adafactor keeps in st.scal for a parameter of
+// this shape: row and column accumulators for matrices (per leading batch), a full second moment otherwise.
+func adafactorScalars(shape []int) int {
+	if nb, rows, cols, factored := adafactorDims(shape); factored {
+		return nb*rows + nb*cols
+	}
+	return tensor.Shape(shape).TotalSize()
+}
+
+// checkState rejects a loaded state whose statistics do not fit the parameter's shape.
+func (r *adafactorRule) checkState(st *paramState) error {
+	if st.step > 0 && len(st.scal) != adafactorScalars(st.shape) {
+		return errors.Errorf("adafactor: parameter %q has %d statistics, its shape %v needs %d", st.name, len(st.scal), st.shape, adafactorScalars(st.shape))
+	}
+	return nil
+}
+
 func (r *adafactorRule) update32(v *view, st *paramState, lr, wd float64) {
 	var m []float32
 	if r.beta1 > 0 {

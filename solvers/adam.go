@@ -1,6 +1,10 @@
 package solvers
 
-import "math"
+import (
+	"math"
+
+	"github.com/pkg/errors"
+)
 
 // adamSpecs are the hyperparameters of the Adam family with torch.optim's defaults.
 func adamSpecs(lr, wd float64) []hyperSpec {
@@ -284,4 +288,12 @@ func radamKernel[T Float](a *kernelArgs[T], lo, hi int) {
 		}
 		g[i] = 0
 	}
+}
+
+// checkState rejects a loaded NAdam state without its running product μ-product.
+func (r *nadamRule) checkState(st *paramState) error {
+	if st.step > 0 && len(st.scal) != 1 {
+		return errors.Errorf("nadam: parameter %q lacks its mu_product", st.name)
+	}
+	return nil
 }

@@ -30,7 +30,7 @@ func (s *paramState) bytes() int64 {
 	for _, b := range s.b64 {
 		n += int64(len(b)) * 8
 	}
-	return n
+	return n + int64(len(s.scal))*8
 }
 
 // newParamState allocates the buffers of a parameter, filling buffer i with init(i).

@@ -306,6 +306,12 @@ func readSafetensors(r io.Reader) (*stateReader, error) {
 	return sr, nil
 }
 
+// stateChecker is a rule that validates a loaded parameter state beyond its buffers (rule-specific
+// scalars whose size depends on the shape).
+type stateChecker interface {
+	checkState(st *paramState) error
+}
+
 // paramRecord is what the state file says about one parameter besides its buffers.
 type paramRecord struct {
 	Name  string    `json:"name"`
@@ -458,6 +464,13 @@ func (o *Optimizer) loadState(prefix string, r *stateReader) (func(), error) {
 	states, order, skipped, err := loadStates(prefix, r, ru.bufferNames())
 	if err != nil {
 		return nil, err
+	}
+	if ck, ok := ru.(stateChecker); ok {
+		for _, st := range states {
+			if err := ck.checkState(st); err != nil {
+				return nil, err
+			}
+		}
 	}
 	return func() {
 		*o.cfg = *c
