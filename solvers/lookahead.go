@@ -217,3 +217,11 @@ func (l *Lookahead) loadState(prefix string, r *stateReader) (func(), error) {
 		commitInner()
 	}, nil
 }
+
+// validate checks params against the slow weights and the inner solver without changing anything.
+func (l *Lookahead) validate(params []G.ValueGrad) error {
+	if _, err := l.slow.resolve(params); err != nil {
+		return errors.Wrap(err, "lookahead")
+	}
+	return l.wrapper.validate(params)
+}

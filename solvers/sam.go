@@ -177,3 +177,11 @@ func (s *SAM) loadState(prefix string, r *stateReader) (func(), error) {
 func oldPBuffers() []string { return []string{"old_p"} }
 
 func zeroInit(int) float64 { return 0 }
+
+// validate checks params against SAM's copies and the base solver without changing anything.
+func (s *SAM) validate(params []G.ValueGrad) error {
+	if _, err := s.old.resolve(params); err != nil {
+		return errors.Wrap(err, "sam")
+	}
+	return s.wrapper.validate(params)
+}
