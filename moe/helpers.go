@@ -1,0 +1,150 @@
+package moe
+
+import (
+	"hash"
+	"hash/fnv"
+
+	"github.com/pkg/errors"
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+	"gonum.org/v1/gonum/blas/blas64"
+	G "gorgonia.org/gorgonia"
+	"gorgonia.org/tensor"
+)
+
+// float is the element type of every kernel in this package.
+type float interface{ ~float32 | ~float64 }
+
+// denseOf returns v as a contiguous, row-major *tensor.Dense, materialising views that need an iterator.
+func denseOf(v G.Value) (*tensor.Dense, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, errors.Errorf("expected a *tensor.Dense, got %T", v)
+	}
+	if d.RequiresIterator() {
+		m, ok := d.Materialize().(*tensor.Dense)
+		if !ok {
+			return nil, errors.New("cannot materialise a tensor view")
+		}
+		d = m
+	}
+	return d, nil
+}
+
+// sliceOf returns the first Size() elements of d's backing array as []T.
+func sliceOf[T float](d *tensor.Dense) []T {
+	return d.Data().([]T)[:d.Shape().TotalSize()]
+}
+
+// checkFloat rejects dtypes other than float32 and float64.
+func checkFloat(dt tensor.Dtype) error {
+	if dt != tensor.Float64 && dt != tensor.Float32 {
+		return errors.Errorf("dtype %v not supported: use float32 or float64", dt)
+	}
+	return nil
+}
+
+// overlaps reports whether two values share memory.
+func overlaps(a, b tensor.Memory) bool {
+	if a == nil || b == nil || a.MemSize() == 0 || b.MemSize() == 0 {
+		return false
+	}
+	a0, b0 := a.Uintptr(), b.Uintptr()
+	return a0 < b0+b.MemSize() && b0 < a0+a.MemSize()
+}
+
+// reuse returns prealloc if it can hold the result (same dtype and shape, contiguous, sharing no memory with
+// an input); otherwise a fresh tensor. Gorgonia's TapeMachine may pass a register of another shape or dtype.
+// The contents are not cleared.
+func reuse(prealloc G.Value, dt tensor.Dtype, shape tensor.Shape, inputs ...G.Value) *tensor.Dense {
+	if p, ok := prealloc.(*tensor.Dense); ok && p.Dtype() == dt && p.Shape().Eq(shape) &&
+		!p.IsMaterializable() && !p.RequiresIterator() && p.DataSize() >= shape.TotalSize() {
+		clash := false
+		for _, in := range inputs {
+			if m, ok := in.(tensor.Memory); ok && overlaps(p, m) {
+				clash = true
+				break
+			}
+		}
+		if !clash {
+			return p
+		}
+	}
+	return tensor.New(tensor.WithShape(shape.Clone()...), tensor.Of(dt))
+}
+
+// addInto adds src into the gradient held by n (ADOp.DoDiff must accumulate).
+func addInto(n *G.Node, src []float64, src32 []float32) error {
+	gv, err := n.Grad()
+	if err != nil {
+		return err
+	}
+	dst, ok := gv.(*tensor.Dense)
+	if !ok || dst.RequiresIterator() {
+		return errors.Errorf("gradient of %v is not a contiguous *tensor.Dense", n)
+	}
+	switch dst.Dtype() {
+	case tensor.Float64:
+		d := sliceOf[float64](dst)
+		if len(d) != len(src) {
+			return errors.Errorf("gradient of %v: size %d, want %d", n, len(d), len(src))
+		}
+		for i, v := range src {
+			d[i] += v
+		}
+	case tensor.Float32:
+		d := sliceOf[float32](dst)
+		if len(d) != len(src32) {
+			return errors.Errorf("gradient of %v: size %d, want %d", n, len(d), len(src32))
+		}
+		for i, v := range src32 {
+			d[i] += v
+		}
+	default:
+		return errors.Errorf("gradient dtype %v not supported", dst.Dtype())
+	}
+	return nil
+}
+
+func hashOf(op interface{ WriteHash(hash.Hash) }) uint32 {
+	h := fnv.New32a()
+	op.WriteHash(h)
+	return h.Sum32()
+}
+
+// gemm computes C = alpha·op(A)·op(B) + beta·C (row-major) through the registered BLAS (gonum's by default,
+// as Gorgonia's tensor package uses): op(A) is m×k, op(B) is k×n.
+func gemm[T float](tA, tB bool, m, n, k int, alpha T, a []T, lda int, b []T, ldb int, beta T, c []T, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	ta, tb := blas.NoTrans, blas.NoTrans
+	if tA {
+		ta = blas.Trans
+	}
+	if tB {
+		tb = blas.Trans
+	}
+	switch a := any(a).(type) {
+	case []float64:
+		blas64.Implementation().Dgemm(ta, tb, m, n, k, float64(alpha), a, lda, any(b).([]float64), ldb, float64(beta), any(c).([]float64), ldc)
+	case []float32:
+		blas32.Implementation().Sgemm(ta, tb, m, n, k, float32(alpha), a, lda, any(b).([]float32), ldb, float32(beta), any(c).([]float32), ldc)
+	}
+}
+
+// grow returns buf resized to n elements, reallocating only when its capacity is too small.
+func grow[T float](buf []T, n int) []T {
+	if cap(buf) < n {
+		return make([]T, n)
+	}
+	return buf[:n]
+}
+
+// constant returns a scalar constant of the dtype dt.
+func constant(dt tensor.Dtype, v float64) *G.Node {
+	if dt == tensor.Float32 {
+		return G.NewConstant(float32(v))
+	}
+	return G.NewConstant(v)
+}
