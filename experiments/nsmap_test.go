@@ -59,4 +59,3 @@ func TestScalarNS(t *testing.T) {
 		t.Fatalf("quintic of 0: %v", got)
 	}
 }
-
