@@ -2,6 +2,7 @@ package attention
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"hash/fnv"
 
@@ -75,12 +76,12 @@ func (op *headsOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, erro
 	if x.Shape().TotalSize() != op.inShape().TotalSize() {
 		return nil, errors.Errorf("%v: input has shape %v, want %v", op, x.Shape(), op.inShape())
 	}
-	y := reuse(prealloc, x.Dtype(), op.outShape(), in...)
+	y := graphop.Reuse(prealloc, x.Dtype(), op.outShape(), in...)
 	switch x.Dtype() {
 	case tensor.Float64:
-		headsKernel(op, sliceOf[float64](x), sliceOf[float64](y))
+		headsKernel(op, graphop.SliceOf[float64](x), graphop.SliceOf[float64](y))
 	case tensor.Float32:
-		headsKernel(op, sliceOf[float32](x), sliceOf[float32](y))
+		headsKernel(op, graphop.SliceOf[float32](x), graphop.SliceOf[float32](y))
 	default:
 		return nil, errors.Errorf("%v: dtype %v not supported", op, x.Dtype())
 	}
@@ -131,7 +132,7 @@ func (op *headsOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error {
 	if err != nil {
 		return err
 	}
-	return addInto(in[0], v.(*tensor.Dense))
+	return graphop.AddInto(in[0], v.(*tensor.Dense))
 }
 
 // splitHeads applies headsOp (split) to x of shape (B·T, H·W).
@@ -179,58 +180,4 @@ func denseOf(v G.Value) (*tensor.Dense, error) {
 		d = m
 	}
 	return d, nil
-}
-
-func sliceOf[T float](d *tensor.Dense) []T { return d.Data().([]T)[:d.Shape().TotalSize()] }
-
-func overlaps(a, b tensor.Memory) bool {
-	if a == nil || b == nil || a.MemSize() == 0 || b.MemSize() == 0 {
-		return false
-	}
-	a0, b0 := a.Uintptr(), b.Uintptr()
-	return a0 < b0+b.MemSize() && b0 < a0+a.MemSize()
-}
-
-// reuse returns prealloc if it can hold the result without aliasing an input, else a fresh tensor (the
-// TapeMachine may hand over a register of another shape or dtype).
-func reuse(prealloc G.Value, dt tensor.Dtype, shape tensor.Shape, inputs ...G.Value) *tensor.Dense {
-	if p, ok := prealloc.(*tensor.Dense); ok && p.Dtype() == dt && p.Shape().Eq(shape) &&
-		!p.IsMaterializable() && !p.RequiresIterator() && p.DataSize() >= shape.TotalSize() {
-		clash := false
-		for _, in := range inputs {
-			if m, ok := in.(tensor.Memory); ok && overlaps(p, m) {
-				clash = true
-				break
-			}
-		}
-		if !clash {
-			return p
-		}
-	}
-	return tensor.New(tensor.WithShape(shape.Clone()...), tensor.Of(dt))
-}
-
-// addInto adds src into n's gradient (ADOp.DoDiff accumulates).
-func addInto(n *G.Node, src *tensor.Dense) error {
-	gv, err := n.Grad()
-	if err != nil {
-		return err
-	}
-	dst, ok := gv.(*tensor.Dense)
-	if !ok || dst.RequiresIterator() || dst.Dtype() != src.Dtype() || dst.Shape().TotalSize() != src.Shape().TotalSize() {
-		return errors.Errorf("gradient of %v: cannot add %v %v into %T", n, src.Dtype(), src.Shape(), gv)
-	}
-	switch dst.Dtype() {
-	case tensor.Float64:
-		axpy(sliceOf[float64](dst), sliceOf[float64](src))
-	case tensor.Float32:
-		axpy(sliceOf[float32](dst), sliceOf[float32](src))
-	}
-	return nil
-}
-
-func axpy[T float](dst, src []T) {
-	for i, v := range src[:len(dst)] {
-		dst[i] += v
-	}
 }

@@ -2,6 +2,7 @@ package moe
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 	"sync"
@@ -37,7 +38,7 @@ func Experts(x, gates, keep, w1, w3, w2 *G.Node) (*G.Node, error) {
 			return nil, errors.New("moe.Experts: nil input")
 		}
 	}
-	if err := checkFloat(x.Dtype()); err != nil {
+	if err := graphop.CheckFloat(x.Dtype()); err != nil {
 		return nil, errors.Wrap(err, "moe.Experts")
 	}
 	for _, n := range []*G.Node{gates, keep, w1, w3, w2} {
@@ -123,7 +124,7 @@ func (op *expertsOp) inputs(in []G.Value, n int) ([]*tensor.Dense, error) {
 		}
 		ds[i] = d
 	}
-	if err := checkFloat(ds[0].Dtype()); err != nil {
+	if err := graphop.CheckFloat(ds[0].Dtype()); err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
 	return ds, nil
@@ -141,14 +142,14 @@ func (op *expertsOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, er
 	if err != nil {
 		return nil, err
 	}
-	y := reuse(prealloc, ds[0].Dtype(), tensor.Shape{op.t, op.d}, in...)
+	y := graphop.Reuse(prealloc, ds[0].Dtype(), tensor.Shape{op.t, op.d}, in...)
 	op.w.mu.Lock()
 	defer op.w.mu.Unlock()
 	switch y.Dtype() {
 	case tensor.Float64:
-		forward(op.dims(), workOf[float64](&op.w), slices[float64](ds), sliceOf[float64](y))
+		forward(op.dims(), workOf[float64](&op.w), slices[float64](ds), graphop.SliceOf[float64](y))
 	case tensor.Float32:
-		forward(op.dims(), workOf[float32](&op.w), slices[float32](ds), sliceOf[float32](y))
+		forward(op.dims(), workOf[float32](&op.w), slices[float32](ds), graphop.SliceOf[float32](y))
 	}
 	return y, nil
 }
@@ -158,7 +159,7 @@ func (op *expertsOp) dims() dims { return dims{t: op.t, d: op.d, f: op.f, e: op.
 func slices[T float](ds []*tensor.Dense) [][]T {
 	out := make([][]T, len(ds))
 	for i, d := range ds {
-		out[i] = sliceOf[T](d)
+		out[i] = graphop.SliceOf[T](d)
 	}
 	return out
 }
@@ -227,9 +228,9 @@ func (op *expertsOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error
 		if _, gerr := in[i].Grad(); gerr == nil { // inputs without a gradient (constants) are skipped
 			var err error
 			if p.Dtype() == tensor.Float64 {
-				err = addInto(in[i], sliceOf[float64](p)[off:off+n], nil)
+				err = addInto(in[i], graphop.SliceOf[float64](p)[off:off+n], nil)
 			} else {
-				err = addInto(in[i], nil, sliceOf[float32](p)[off:off+n])
+				err = addInto(in[i], nil, graphop.SliceOf[float32](p)[off:off+n])
 			}
 			if err != nil {
 				return err
@@ -268,7 +269,7 @@ func (op *expertsGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value
 	if err != nil {
 		return nil, err
 	}
-	p := reuse(prealloc, ds[0].Dtype(), tensor.Shape{op.packedSize()}, in...)
+	p := graphop.Reuse(prealloc, ds[0].Dtype(), tensor.Shape{op.packedSize()}, in...)
 	sc := &op.w
 	if op.fwd != nil {
 		sc = &op.fwd.w
@@ -277,9 +278,9 @@ func (op *expertsGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value
 	defer sc.mu.Unlock()
 	switch p.Dtype() {
 	case tensor.Float64:
-		backward(op.dims(), workOf[float64](sc), slices[float64](ds), sliceOf[float64](p))
+		backward(op.dims(), workOf[float64](sc), slices[float64](ds), graphop.SliceOf[float64](p))
 	case tensor.Float32:
-		backward(op.dims(), workOf[float32](sc), slices[float32](ds), sliceOf[float32](p))
+		backward(op.dims(), workOf[float32](sc), slices[float32](ds), graphop.SliceOf[float32](p))
 	}
 	return p, nil
 }
@@ -322,12 +323,12 @@ func (op *unpackOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, err
 	if p.Shape().TotalSize() < op.off+n {
 		return nil, errors.Errorf("%v: input of size %d is too short", op, p.Shape().TotalSize())
 	}
-	out := reuse(prealloc, p.Dtype(), op.shape, in...)
+	out := graphop.Reuse(prealloc, p.Dtype(), op.shape, in...)
 	switch p.Dtype() {
 	case tensor.Float64:
-		copy(sliceOf[float64](out), sliceOf[float64](p)[op.off:op.off+n])
+		copy(graphop.SliceOf[float64](out), graphop.SliceOf[float64](p)[op.off:op.off+n])
 	case tensor.Float32:
-		copy(sliceOf[float32](out), sliceOf[float32](p)[op.off:op.off+n])
+		copy(graphop.SliceOf[float32](out), graphop.SliceOf[float32](p)[op.off:op.off+n])
 	default:
 		return nil, errors.Errorf("%v: dtype %v not supported", op, p.Dtype())
 	}

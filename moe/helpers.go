@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"hash/fnv"
 
@@ -31,48 +32,6 @@ func denseOf(v G.Value) (*tensor.Dense, error) {
 	return d, nil
 }
 
-// sliceOf returns the first Size() elements of d's backing array as []T.
-func sliceOf[T float](d *tensor.Dense) []T {
-	return d.Data().([]T)[:d.Shape().TotalSize()]
-}
-
-// checkFloat rejects dtypes other than float32 and float64.
-func checkFloat(dt tensor.Dtype) error {
-	if dt != tensor.Float64 && dt != tensor.Float32 {
-		return errors.Errorf("dtype %v not supported: use float32 or float64", dt)
-	}
-	return nil
-}
-
-// overlaps reports whether two values share memory.
-func overlaps(a, b tensor.Memory) bool {
-	if a == nil || b == nil || a.MemSize() == 0 || b.MemSize() == 0 {
-		return false
-	}
-	a0, b0 := a.Uintptr(), b.Uintptr()
-	return a0 < b0+b.MemSize() && b0 < a0+a.MemSize()
-}
-
-// reuse returns prealloc if it can hold the result (same dtype and shape, contiguous, sharing no memory with
-// an input); otherwise a fresh tensor. Gorgonia's TapeMachine may pass a register of another shape or dtype.
-// The contents are not cleared.
-func reuse(prealloc G.Value, dt tensor.Dtype, shape tensor.Shape, inputs ...G.Value) *tensor.Dense {
-	if p, ok := prealloc.(*tensor.Dense); ok && p.Dtype() == dt && p.Shape().Eq(shape) &&
-		!p.IsMaterializable() && !p.RequiresIterator() && p.DataSize() >= shape.TotalSize() {
-		clash := false
-		for _, in := range inputs {
-			if m, ok := in.(tensor.Memory); ok && overlaps(p, m) {
-				clash = true
-				break
-			}
-		}
-		if !clash {
-			return p
-		}
-	}
-	return tensor.New(tensor.WithShape(shape.Clone()...), tensor.Of(dt))
-}
-
 // addInto adds src into the gradient held by n (ADOp.DoDiff must accumulate).
 func addInto(n *G.Node, src []float64, src32 []float32) error {
 	gv, err := n.Grad()
@@ -85,7 +44,7 @@ func addInto(n *G.Node, src []float64, src32 []float32) error {
 	}
 	switch dst.Dtype() {
 	case tensor.Float64:
-		d := sliceOf[float64](dst)
+		d := graphop.SliceOf[float64](dst)
 		if len(d) != len(src) {
 			return errors.Errorf("gradient of %v: size %d, want %d", n, len(d), len(src))
 		}
@@ -93,7 +52,7 @@ func addInto(n *G.Node, src []float64, src32 []float32) error {
 			d[i] += v
 		}
 	case tensor.Float32:
-		d := sliceOf[float32](dst)
+		d := graphop.SliceOf[float32](dst)
 		if len(d) != len(src32) {
 			return errors.Errorf("gradient of %v: size %d, want %d", n, len(d), len(src32))
 		}

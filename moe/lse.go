@@ -2,6 +2,7 @@ package moe
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 
@@ -18,7 +19,7 @@ func rowLogSumExp(z *G.Node) (*G.Node, error) {
 	if z == nil || z.Dims() != 2 {
 		return nil, errors.New("moe: logsumexp wants a (T, N) node")
 	}
-	if err := checkFloat(z.Dtype()); err != nil {
+	if err := graphop.CheckFloat(z.Dtype()); err != nil {
 		return nil, err
 	}
 	return G.ApplyOp(&lseOp{t: z.Shape()[0], n: z.Shape()[1]}, z)
@@ -86,20 +87,20 @@ func (op *lseOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error)
 		}
 		shape = tensor.Shape{op.t, op.n}
 	}
-	out := reuse(prealloc, z.Dtype(), shape, in...)
+	out := graphop.Reuse(prealloc, z.Dtype(), shape, in...)
 	switch z.Dtype() {
 	case tensor.Float64:
 		var d []float64
 		if dy != nil {
-			d = sliceOf[float64](dy)
+			d = graphop.SliceOf[float64](dy)
 		}
-		lseKernel(sliceOf[float64](z), d, sliceOf[float64](out), op.t, op.n)
+		lseKernel(graphop.SliceOf[float64](z), d, graphop.SliceOf[float64](out), op.t, op.n)
 	case tensor.Float32:
 		var d []float32
 		if dy != nil {
-			d = sliceOf[float32](dy)
+			d = graphop.SliceOf[float32](dy)
 		}
-		lseKernel(sliceOf[float32](z), d, sliceOf[float32](out), op.t, op.n)
+		lseKernel(graphop.SliceOf[float32](z), d, graphop.SliceOf[float32](out), op.t, op.n)
 	default:
 		return nil, errors.Errorf("%v: dtype %v not supported", op, z.Dtype())
 	}
@@ -162,7 +163,7 @@ func (op *lseOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error {
 	}
 	d := v.(*tensor.Dense)
 	if d.Dtype() == tensor.Float64 {
-		return addInto(in[0], sliceOf[float64](d), nil)
+		return addInto(in[0], graphop.SliceOf[float64](d), nil)
 	}
-	return addInto(in[0], nil, sliceOf[float32](d))
+	return addInto(in[0], nil, graphop.SliceOf[float32](d))
 }

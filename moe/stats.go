@@ -1,6 +1,7 @@
 package moe
 
 import (
+	"github.com/gradlab/gradlab/internal/graphop"
 	"math"
 
 	"github.com/pkg/errors"
@@ -128,9 +129,9 @@ func (l *Layer) UpdateBias() ([]int, error) {
 	}
 	switch bv.Dtype() {
 	case tensor.Float64:
-		nudge(sliceOf[float64](bv), st.Load, mean, l.gamma)
+		nudge(graphop.SliceOf[float64](bv), st.Load, mean, l.gamma)
 	case tensor.Float32:
-		nudge(sliceOf[float32](bv), st.Load, mean, l.gamma)
+		nudge(graphop.SliceOf[float32](bv), st.Load, mean, l.gamma)
 	default:
 		return nil, errors.Errorf("moe: bias dtype %v", bv.Dtype())
 	}
@@ -159,9 +160,9 @@ func (l *Layer) BiasValues() []float64 {
 	out := make([]float64, bv.Shape().TotalSize())
 	switch bv.Dtype() {
 	case tensor.Float64:
-		copy(out, sliceOf[float64](bv))
+		copy(out, graphop.SliceOf[float64](bv))
 	case tensor.Float32:
-		for i, v := range sliceOf[float32](bv) {
+		for i, v := range graphop.SliceOf[float32](bv) {
 			out[i] = float64(v)
 		}
 	}

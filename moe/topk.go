@@ -2,6 +2,7 @@ package moe
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 	"sort"
@@ -42,7 +43,7 @@ func topKNode(scores, bias *G.Node, op *topKOp) (*G.Node, error) {
 	if scores.Dims() != 2 || bias.Dims() != 1 || bias.Shape()[0] != scores.Shape()[1] {
 		return nil, errors.Errorf("moe.TopK: want scores (T, E) and bias (E), got %v and %v", scores.Shape(), bias.Shape())
 	}
-	if err := checkFloat(scores.Dtype()); err != nil {
+	if err := graphop.CheckFloat(scores.Dtype()); err != nil {
 		return nil, errors.Wrap(err, "moe.TopK")
 	}
 	if bias.Dtype() != scores.Dtype() {
@@ -105,15 +106,15 @@ func (op *topKOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error
 		return nil, errors.Errorf("%v: bad inputs %v %v and %v %v", op, s.Dtype(), s.Shape(), b.Dtype(), b.Shape())
 	}
 	t, e := s.Shape()[0], s.Shape()[1]
-	out := reuse(prealloc, s.Dtype(), s.Shape(), in...)
+	out := graphop.Reuse(prealloc, s.Dtype(), s.Shape(), in...)
 	sel := make([]int32, t*op.k)
 	switch s.Dtype() {
 	case tensor.Float64:
-		selectTopK(sliceOf[float64](s), sliceOf[float64](b), t, e, op.k, op.groups, op.topkGroups, sel)
-		writeMask(sliceOf[float64](out), sel, e, op.k)
+		selectTopK(graphop.SliceOf[float64](s), graphop.SliceOf[float64](b), t, e, op.k, op.groups, op.topkGroups, sel)
+		writeMask(graphop.SliceOf[float64](out), sel, e, op.k)
 	case tensor.Float32:
-		selectTopK(sliceOf[float32](s), sliceOf[float32](b), t, e, op.k, op.groups, op.topkGroups, sel)
-		writeMask(sliceOf[float32](out), sel, e, op.k)
+		selectTopK(graphop.SliceOf[float32](s), graphop.SliceOf[float32](b), t, e, op.k, op.groups, op.topkGroups, sel)
+		writeMask(graphop.SliceOf[float32](out), sel, e, op.k)
 	default:
 		return nil, errors.Errorf("%v: dtype %v not supported", op, s.Dtype())
 	}
@@ -261,13 +262,13 @@ func (op *capacityOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, e
 		return nil, errors.Errorf("%v: bad inputs %v and %v", op, m.Shape(), s.Shape())
 	}
 	t, e := m.Shape()[0], m.Shape()[1]
-	out := reuse(prealloc, m.Dtype(), m.Shape(), in...)
+	out := graphop.Reuse(prealloc, m.Dtype(), m.Shape(), in...)
 	var kept []int
 	switch m.Dtype() {
 	case tensor.Float64:
-		kept = applyCapacity(sliceOf[float64](m), sliceOf[float64](s), sliceOf[float64](out), t, e, op.c)
+		kept = applyCapacity(graphop.SliceOf[float64](m), graphop.SliceOf[float64](s), graphop.SliceOf[float64](out), t, e, op.c)
 	case tensor.Float32:
-		kept = applyCapacity(sliceOf[float32](m), sliceOf[float32](s), sliceOf[float32](out), t, e, op.c)
+		kept = applyCapacity(graphop.SliceOf[float32](m), graphop.SliceOf[float32](s), graphop.SliceOf[float32](out), t, e, op.c)
 	default:
 		return nil, errors.Errorf("%v: dtype %v not supported", op, m.Dtype())
 	}

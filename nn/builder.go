@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"github.com/gradlab/gradlab/internal/graphop"
 	"math/rand"
 
 	"github.com/pkg/errors"
@@ -30,7 +31,7 @@ func NewBuilder(g *G.ExprGraph, dt tensor.Dtype, rng *rand.Rand) (*Builder, erro
 	if rng == nil {
 		return nil, errors.New("nn: nil RNG: pass rand.New(rand.NewSource(seed))")
 	}
-	if err := checkFloat(dt); err != nil {
+	if err := graphop.CheckFloat(dt); err != nil {
 		return nil, errors.Wrap(err, "nn")
 	}
 	return &Builder{g: g, dt: dt, rng: rng, names: map[string]bool{}}, nil

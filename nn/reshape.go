@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 
 	"github.com/chewxy/hm"
@@ -25,7 +26,7 @@ func Reshape(x *G.Node, shape ...int) (*G.Node, error) {
 	if x.Dims() < 1 || to.Dims() < 1 || x.Shape().TotalSize() != to.TotalSize() {
 		return nil, errors.Errorf("nn.Reshape: cannot reshape %v into %v", x.Shape(), to)
 	}
-	if err := checkFloat(x.Dtype()); err != nil {
+	if err := graphop.CheckFloat(x.Dtype()); err != nil {
 		return nil, errors.Wrap(err, "nn.Reshape")
 	}
 	return G.ApplyOp(&reshapeOp{from: x.Shape().Clone(), to: to}, x)
@@ -59,12 +60,12 @@ func (op *reshapeOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, er
 	if x.Shape().TotalSize() != op.to.TotalSize() {
 		return nil, errors.Errorf("%v: input has shape %v", op, x.Shape())
 	}
-	y := reuse(prealloc, x.Dtype(), op.to, in...)
+	y := graphop.Reuse(prealloc, x.Dtype(), op.to, in...)
 	switch x.Dtype() {
 	case tensor.Float64:
-		copy(sliceOf[float64](y), sliceOf[float64](x))
+		copy(graphop.SliceOf[float64](y), graphop.SliceOf[float64](x))
 	case tensor.Float32:
-		copy(sliceOf[float32](y), sliceOf[float32](x))
+		copy(graphop.SliceOf[float32](y), graphop.SliceOf[float32](x))
 	default:
 		return nil, errors.Errorf("%v: dtype %v not supported", op, x.Dtype())
 	}
@@ -90,5 +91,5 @@ func (op *reshapeOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error
 	if err != nil {
 		return err
 	}
-	return addInto(in[0], d)
+	return graphop.AddInto(in[0], d)
 }

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"hash/fnv"
 	"math"
@@ -39,7 +40,7 @@ func ApplyRMSNorm(x, gamma *G.Node, eps float64) (*G.Node, error) {
 	if x.Dtype() != gamma.Dtype() {
 		return nil, errors.Errorf("nn.RMSNorm: x is %v, gamma is %v", x.Dtype(), gamma.Dtype())
 	}
-	if err := checkFloat(x.Dtype()); err != nil {
+	if err := graphop.CheckFloat(x.Dtype()); err != nil {
 		return nil, errors.Wrap(err, "nn.RMSNorm")
 	}
 	return G.ApplyOp(&rmsNormOp{eps: eps, dims: x.Dims()}, x, gamma)
@@ -85,12 +86,12 @@ func (op *rmsNormOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, er
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
-	y := reuse(prealloc, x.Dtype(), x.Shape(), in...)
+	y := graphop.Reuse(prealloc, x.Dtype(), x.Shape(), in...)
 	switch x.Dtype() {
 	case tensor.Float64:
-		rmsForward(sliceOf[float64](x), sliceOf[float64](g), sliceOf[float64](y), d, op.eps)
+		rmsForward(graphop.SliceOf[float64](x), graphop.SliceOf[float64](g), graphop.SliceOf[float64](y), d, op.eps)
 	case tensor.Float32:
-		rmsForward(sliceOf[float32](x), sliceOf[float32](g), sliceOf[float32](y), d, op.eps)
+		rmsForward(graphop.SliceOf[float32](x), graphop.SliceOf[float32](g), graphop.SliceOf[float32](y), d, op.eps)
 	}
 	return y, nil
 }
@@ -123,7 +124,7 @@ func (op *rmsNormOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error
 		if err != nil {
 			return err
 		}
-		if err := addInto(in[wrt], v.(*tensor.Dense)); err != nil {
+		if err := graphop.AddInto(in[wrt], v.(*tensor.Dense)); err != nil {
 			return err
 		}
 	}
@@ -185,18 +186,18 @@ func (op *rmsNormGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value
 	if op.wrt == 1 {
 		shape = g.Shape()
 	}
-	out := reuse(prealloc, x.Dtype(), shape, in...)
+	out := graphop.Reuse(prealloc, x.Dtype(), shape, in...)
 	switch x.Dtype() {
 	case tensor.Float64:
-		rmsBackward(op.wrt, sliceOf[float64](x), sliceOf[float64](g), sliceOf[float64](dy), sliceOf[float64](out), d, op.eps)
+		rmsBackward(op.wrt, graphop.SliceOf[float64](x), graphop.SliceOf[float64](g), graphop.SliceOf[float64](dy), graphop.SliceOf[float64](out), d, op.eps)
 	case tensor.Float32:
-		rmsBackward(op.wrt, sliceOf[float32](x), sliceOf[float32](g), sliceOf[float32](dy), sliceOf[float32](out), d, op.eps)
+		rmsBackward(op.wrt, graphop.SliceOf[float32](x), graphop.SliceOf[float32](g), graphop.SliceOf[float32](dy), graphop.SliceOf[float32](out), d, op.eps)
 	}
 	return out, nil
 }
 
 func rmsCheck(x, g *tensor.Dense) (int, error) {
-	if err := checkFloat(x.Dtype()); err != nil {
+	if err := graphop.CheckFloat(x.Dtype()); err != nil {
 		return 0, err
 	}
 	if x.Dims() < 1 || g.Shape().TotalSize() != x.Shape()[x.Dims()-1] || g.Dtype() != x.Dtype() {

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 
@@ -150,7 +151,7 @@ func (r *RoPE) checkNode(x *G.Node) error {
 	if x.Dims() < 2 || x.Shape()[x.Dims()-1] != r.dim {
 		return errors.Errorf("nn.RoPE: want x of shape (..., T, %d), got %v", r.dim, x.Shape())
 	}
-	return errors.Wrap(checkFloat(x.Dtype()), "nn.RoPE")
+	return errors.Wrap(graphop.CheckFloat(x.Dtype()), "nn.RoPE")
 }
 
 // Rotate applies the rotation outside any graph (for a KV cache): x holds rows of d features laid out as
@@ -260,7 +261,7 @@ func (op *ropeOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
-	if err := checkFloat(x.Dtype()); err != nil {
+	if err := graphop.CheckFloat(x.Dtype()); err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
 	sh := x.Shape()
@@ -272,12 +273,12 @@ func (op *ropeOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error
 	if err != nil {
 		return nil, err
 	}
-	y := reuse(prealloc, x.Dtype(), sh, in...)
+	y := graphop.Reuse(prealloc, x.Dtype(), sh, in...)
 	switch x.Dtype() {
 	case tensor.Float64:
-		ropeKernel(op.r, sliceOf[float64](x), sliceOf[float64](y), pos, op.inverse)
+		ropeKernel(op.r, graphop.SliceOf[float64](x), graphop.SliceOf[float64](y), pos, op.inverse)
 	case tensor.Float32:
-		ropeKernel(op.r, sliceOf[float32](x), sliceOf[float32](y), pos, op.inverse)
+		ropeKernel(op.r, graphop.SliceOf[float32](x), graphop.SliceOf[float32](y), pos, op.inverse)
 	}
 	return y, nil
 }
@@ -350,5 +351,5 @@ func (op *ropeOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error {
 	if err != nil {
 		return err
 	}
-	return addInto(in[0], v.(*tensor.Dense))
+	return graphop.AddInto(in[0], v.(*tensor.Dense))
 }

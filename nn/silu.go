@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 
@@ -19,7 +20,7 @@ func SiLU(x *G.Node) (*G.Node, error) {
 	if x == nil {
 		return nil, errors.New("nn.SiLU: nil input")
 	}
-	if err := checkFloat(x.Dtype()); err != nil {
+	if err := graphop.CheckFloat(x.Dtype()); err != nil {
 		return nil, errors.Wrap(err, "nn.SiLU")
 	}
 	return G.ApplyOp(siluOp{}, x)
@@ -56,15 +57,15 @@ func (op siluOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error)
 	if err != nil {
 		return nil, errors.Wrap(err, "SiLU")
 	}
-	if err := checkFloat(x.Dtype()); err != nil {
+	if err := graphop.CheckFloat(x.Dtype()); err != nil {
 		return nil, errors.Wrap(err, "SiLU")
 	}
-	y := reuse(prealloc, x.Dtype(), x.Shape(), in...)
+	y := graphop.Reuse(prealloc, x.Dtype(), x.Shape(), in...)
 	switch x.Dtype() {
 	case tensor.Float64:
-		siluKernel(sliceOf[float64](x), nil, sliceOf[float64](y))
+		siluKernel(graphop.SliceOf[float64](x), nil, graphop.SliceOf[float64](y))
 	case tensor.Float32:
-		siluKernel(sliceOf[float32](x), nil, sliceOf[float32](y))
+		siluKernel(graphop.SliceOf[float32](x), nil, graphop.SliceOf[float32](y))
 	}
 	return y, nil
 }
@@ -88,7 +89,7 @@ func (siluOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error {
 	if err != nil {
 		return err
 	}
-	return addInto(in[0], v.(*tensor.Dense))
+	return graphop.AddInto(in[0], v.(*tensor.Dense))
 }
 
 // siluKernel writes SiLU(x) into out, or, when dy is not nil, dy·SiLU′(x).
@@ -143,12 +144,12 @@ func (op siluGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, er
 	if dy.Dtype() != x.Dtype() || dy.Shape().TotalSize() != x.Shape().TotalSize() {
 		return nil, errors.Errorf("SiLUGrad: dy %v %v does not match x %v %v", dy.Dtype(), dy.Shape(), x.Dtype(), x.Shape())
 	}
-	out := reuse(prealloc, x.Dtype(), x.Shape(), in...)
+	out := graphop.Reuse(prealloc, x.Dtype(), x.Shape(), in...)
 	switch x.Dtype() {
 	case tensor.Float64:
-		siluKernel(sliceOf[float64](x), sliceOf[float64](dy), sliceOf[float64](out))
+		siluKernel(graphop.SliceOf[float64](x), graphop.SliceOf[float64](dy), graphop.SliceOf[float64](out))
 	case tensor.Float32:
-		siluKernel(sliceOf[float32](x), sliceOf[float32](dy), sliceOf[float32](out))
+		siluKernel(graphop.SliceOf[float32](x), graphop.SliceOf[float32](dy), graphop.SliceOf[float32](out))
 	default:
 		return nil, errors.Errorf("SiLUGrad: dtype %v not supported", x.Dtype())
 	}

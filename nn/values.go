@@ -29,11 +29,6 @@ func denseOf(v G.Value) (*tensor.Dense, error) {
 	return d, nil
 }
 
-// sliceOf returns the first Size() elements of d's backing array as []T.
-func sliceOf[T float](d *tensor.Dense) []T {
-	return d.Data().([]T)[:d.Shape().TotalSize()]
-}
-
 // scalarOf reads a scalar Value (a *G.F64, *G.F32 or a one-element tensor) as float64.
 func scalarOf(v G.Value) (float64, error) {
 	switch s := v.(type) {
@@ -54,74 +49,6 @@ func scalarOf(v G.Value) (float64, error) {
 		return 0, errors.Errorf("expected a float scalar, got %v", s.Dtype())
 	}
 	return 0, errors.Errorf("expected a scalar, got %T", v)
-}
-
-// checkFloat rejects dtypes other than float32 and float64.
-func checkFloat(dt tensor.Dtype) error {
-	if dt != tensor.Float64 && dt != tensor.Float32 {
-		return errors.Errorf("dtype %v not supported: use float32 or float64", dt)
-	}
-	return nil
-}
-
-// overlaps reports whether two values share memory.
-func overlaps(a, b tensor.Memory) bool {
-	if a == nil || b == nil || a.MemSize() == 0 || b.MemSize() == 0 {
-		return false
-	}
-	a0, b0 := a.Uintptr(), b.Uintptr()
-	return a0 < b0+b.MemSize() && b0 < a0+a.MemSize()
-}
-
-// reuse returns prealloc as a *tensor.Dense if it can hold the result (same dtype and shape, contiguous, not
-// a view, sharing no memory with any input); otherwise it allocates a fresh tensor. Gorgonia's TapeMachine may
-// pass a register that last held a value of another shape or dtype, so this check is not optional.
-func reuse(prealloc G.Value, dt tensor.Dtype, shape tensor.Shape, inputs ...G.Value) *tensor.Dense {
-	if p, ok := prealloc.(*tensor.Dense); ok && p.Dtype() == dt && p.Shape().Eq(shape) &&
-		!p.IsMaterializable() && !p.RequiresIterator() && p.DataSize() >= shape.TotalSize() {
-		clash := false
-		for _, in := range inputs {
-			if m, ok := in.(tensor.Memory); ok && overlaps(p, m) {
-				clash = true
-				break
-			}
-		}
-		if !clash {
-			return p
-		}
-	}
-	return tensor.New(tensor.WithShape(shape.Clone()...), tensor.Of(dt))
-}
-
-// addInto adds src into the gradient held by n (for ADOp.DoDiff, which must accumulate).
-func addInto(n *G.Node, src *tensor.Dense) error {
-	gv, err := n.Grad()
-	if err != nil {
-		return err
-	}
-	dst, ok := gv.(*tensor.Dense)
-	if !ok {
-		return errors.Errorf("gradient of %v is a %T, not a *tensor.Dense", n, gv)
-	}
-	if dst.RequiresIterator() || dst.Shape().TotalSize() != src.Shape().TotalSize() || dst.Dtype() != src.Dtype() {
-		return errors.Errorf("gradient of %v: cannot add %v %v into %v %v", n, src.Dtype(), src.Shape(), dst.Dtype(), dst.Shape())
-	}
-	switch dst.Dtype() {
-	case tensor.Float64:
-		axpy(sliceOf[float64](dst), sliceOf[float64](src))
-	case tensor.Float32:
-		axpy(sliceOf[float32](dst), sliceOf[float32](src))
-	default:
-		return errors.Errorf("gradient dtype %v not supported", dst.Dtype())
-	}
-	return nil
-}
-
-func axpy[T float](dst, src []T) {
-	src = src[:len(dst)]
-	for i, v := range src {
-		dst[i] += v
-	}
 }
 
 // minParallelWork is the number of elements below which kernels stay on one goroutine.

@@ -2,6 +2,7 @@ package nn
 
 import (
 	"fmt"
+	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 
@@ -35,7 +36,7 @@ func CrossEntropy(logits, targets *G.Node, opts ...CrossEntropyOption) (*G.Node,
 	if logits == nil || targets == nil {
 		return nil, errors.New("nn.CrossEntropy: nil input")
 	}
-	if err := checkFloat(logits.Dtype()); err != nil {
+	if err := graphop.CheckFloat(logits.Dtype()); err != nil {
 		return nil, errors.Wrap(err, "nn.CrossEntropy")
 	}
 	if logits.Dims() < 1 {
@@ -101,7 +102,7 @@ func (op *xentOp) inputs(in []G.Value) (*tensor.Dense, []int, int, error) {
 	if err != nil {
 		return nil, nil, 0, errors.Wrapf(err, "%v logits", op)
 	}
-	if err := checkFloat(x.Dtype()); err != nil {
+	if err := graphop.CheckFloat(x.Dtype()); err != nil {
 		return nil, nil, 0, errors.Wrapf(err, "%v", op)
 	}
 	tt, ok := in[1].(*tensor.Dense)
@@ -132,10 +133,10 @@ func (op *xentOp) Do(in ...G.Value) (G.Value, error) {
 	var loss float64
 	switch x.Dtype() {
 	case tensor.Float64:
-		loss = xentForward(sliceOf[float64](x), tg, V, op)
+		loss = xentForward(graphop.SliceOf[float64](x), tg, V, op)
 		return G.NewF64(loss), nil
 	default:
-		loss = xentForward(sliceOf[float32](x), tg, V, op)
+		loss = xentForward(graphop.SliceOf[float32](x), tg, V, op)
 		return G.NewF32(float32(loss)), nil
 	}
 }
@@ -220,7 +221,7 @@ func (op *xentOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error {
 	if err != nil {
 		return err
 	}
-	return addInto(in[0], v.(*tensor.Dense))
+	return graphop.AddInto(in[0], v.(*tensor.Dense))
 }
 
 // xentGradOp: (logits, targets, dloss) → dlogits = dloss·(softmax − onehot)/N′.
@@ -256,12 +257,12 @@ func (op *xentGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, e
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
-	out := reuse(prealloc, x.Dtype(), x.Shape(), in...)
+	out := graphop.Reuse(prealloc, x.Dtype(), x.Shape(), in...)
 	switch x.Dtype() {
 	case tensor.Float64:
-		xentBackward(sliceOf[float64](x), tg, V, dl, sliceOf[float64](out), &op.p)
+		xentBackward(graphop.SliceOf[float64](x), tg, V, dl, graphop.SliceOf[float64](out), &op.p)
 	default:
-		xentBackward(sliceOf[float32](x), tg, V, dl, sliceOf[float32](out), &op.p)
+		xentBackward(graphop.SliceOf[float32](x), tg, V, dl, graphop.SliceOf[float32](out), &op.p)
 	}
 	return out, nil
 }
