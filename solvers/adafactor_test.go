@@ -2,7 +2,6 @@ package solvers
 
 import (
 	"math"
-	"path/filepath"
 	"testing"
 
 	"github.com/gradlab/gradlab/solvers/schedule"
@@ -103,52 +102,7 @@ func foStep(s Solver, m *testModel) error {
 func foRoundTrip(t *testing.T, cases map[string]func() (Solver, error)) {
 	for name, build := range cases {
 		for _, dtype := range []string{"float32", "float64"} {
-			t.Run(name+"/"+dtype, func(t *testing.T) {
-				const n, m = 7, 5
-				ref := newTestModel(dtype, 1)
-				s1, err := build()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for k := 0; k < n+m; k++ {
-					ref.fillGrads()
-					if err := foStep(s1, ref); err != nil {
-						t.Fatal(err)
-					}
-				}
-				run := newTestModel(dtype, 1)
-				s2, _ := build()
-				for k := 0; k < n; k++ {
-					run.fillGrads()
-					if err := foStep(s2, run); err != nil {
-						t.Fatal(err)
-					}
-				}
-				path := filepath.Join(t.TempDir(), "state.safetensors")
-				if err := SaveStateFile(path, s2); err != nil {
-					t.Fatal(err)
-				}
-				s3, _ := build()
-				if err := LoadStateFile(path, s3); err != nil {
-					t.Fatal(err)
-				}
-				for k := 0; k < m; k++ {
-					run.fillGrads()
-					if err := foStep(s3, run); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if !sameBits(ref.snapshot(), run.snapshot()) {
-					t.Fatal("save/load changed the trajectory")
-				}
-				for _, p := range run.ps {
-					for _, g := range values(&Param{value: p.GradTensor()}) {
-						if g != 0 {
-							t.Fatal("gradient not zeroed")
-						}
-					}
-				}
-			})
+			t.Run(name+"/"+dtype, func(t *testing.T) { roundTrip(t, build, dtype, 7, 5, nil, foStep) })
 		}
 	}
 }

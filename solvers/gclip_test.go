@@ -2,7 +2,6 @@ package solvers
 
 import (
 	"math"
-	"path/filepath"
 	"testing"
 
 	G "gorgonia.org/gorgonia"
@@ -65,56 +64,20 @@ func wrapConverge(t *testing.T, cases []wrapCase) {
 func wrapRoundTrip(t *testing.T, build func() (Solver, error), swap bool) {
 	t.Helper()
 	for _, dtype := range []string{"float32", "float64"} {
-		const n, m = 7, 6
-		ref := newTestModel(dtype, 1)
-		s1, err := build()
-		if err != nil {
-			t.Fatal(err)
-		}
-		for k := 0; k < n+m; k++ {
-			ref.fillGrads()
-			if err := s1.Step(Params(ref.ps...)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		run := newTestModel(dtype, 1)
-		s2, _ := build()
-		for k := 0; k < n; k++ {
-			run.fillGrads()
-			if err := s2.Step(Params(run.ps...)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		path := filepath.Join(t.TempDir(), "state.safetensors")
-		if err := SaveStateFile(path, s2); err != nil {
-			t.Fatal(err)
-		}
-		s3, _ := build()
-		if err := LoadStateFile(path, s3); err != nil {
-			t.Fatal(err)
-		}
-		for k := 0; k < m; k++ {
-			run.fillGrads()
-			if err := s3.Step(Params(run.ps...)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		if !sameBits(ref.snapshot(), run.snapshot()) {
-			t.Fatalf("%s: save/load changed the trajectory", dtype)
-		}
+		r := roundTrip(t, build, dtype, 7, 6, nil, nil)
 		if swap {
-			a1, a3 := s1.(averagedSwapper), s3.(averagedSwapper)
-			if err := a1.SwapAveraged(Params(ref.ps...)); err != nil {
+			a1, a3 := r.straight.(averagedSwapper), r.resumed.(averagedSwapper)
+			if err := a1.SwapAveraged(Params(r.ref.ps...)); err != nil {
 				t.Fatal(err)
 			}
-			if err := a3.SwapAveraged(Params(run.ps...)); err != nil {
+			if err := a3.SwapAveraged(Params(r.run.ps...)); err != nil {
 				t.Fatal(err)
 			}
-			if !sameBits(ref.snapshot(), run.snapshot()) {
+			if !sameBits(r.ref.snapshot(), r.run.snapshot()) {
 				t.Fatalf("%s: save/load changed the averages", dtype)
 			}
 		}
-		if string(stateBytesOfSafe(t, s1, swap)) != string(stateBytesOfSafe(t, s3, swap)) {
+		if string(stateBytesOfSafe(t, r.straight, swap)) != string(stateBytesOfSafe(t, r.resumed, swap)) {
 			t.Fatalf("%s: states differ after the round trip", dtype)
 		}
 	}

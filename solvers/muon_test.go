@@ -158,43 +158,7 @@ func TestMuonStateRoundTrip(t *testing.T) {
 					}
 					return muonModel(dtype, 1, [2]int{4, 3}, [2]int{3, 7}, [2]int{5, 5})
 				}
-				const n, m = 4, 3
-				ref := model()
-				s1, err := build()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for k := 0; k < n+m; k++ {
-					ref.fillGrads()
-					if err := s1.Step(Params(ref.ps...)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				run := model()
-				s2, _ := build()
-				for k := 0; k < n; k++ {
-					run.fillGrads()
-					if err := s2.Step(Params(run.ps...)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				var buf bytes.Buffer
-				if err := SaveState(&buf, s2); err != nil {
-					t.Fatal(err)
-				}
-				s3, _ := build()
-				if err := LoadState(bytes.NewReader(buf.Bytes()), s3); err != nil {
-					t.Fatal(err)
-				}
-				for k := 0; k < m; k++ {
-					run.fillGrads()
-					if err := s3.Step(Params(run.ps...)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if !sameBits(ref.snapshot(), run.snapshot()) {
-					t.Fatal("save/load changed the trajectory")
-				}
+				r := roundTrip(t, build, dtype, 4, 3, model, nil)
 				// a state of the other variant is refused
 				other := "muon_moonlight"
 				if name == "muon_moonlight" {
@@ -202,7 +166,7 @@ func TestMuonStateRoundTrip(t *testing.T) {
 				}
 				if !strings.Contains(name, "adamw") {
 					o, _ := New(other)
-					if err := LoadState(bytes.NewReader(buf.Bytes()), o); err == nil {
+					if err := LoadState(bytes.NewReader(stateBytesOf(t, r.saved)), o); err == nil {
 						t.Fatalf("%s loaded a %s state", other, name)
 					}
 				}

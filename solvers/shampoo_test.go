@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"math"
 	"math/rand"
-	"path/filepath"
 	"testing"
 
 	"github.com/gradlab/gradlab/solvers/schedule"
@@ -137,52 +136,8 @@ func mxRunConvergence(t *testing.T, cases []mxCase) {
 func mxRunRoundTrip(t *testing.T, name string, build func() (Solver, error)) {
 	for _, dtype := range []string{"float32", "float64"} {
 		t.Run(name+"/"+dtype, func(t *testing.T) {
-			const n, m = 4, 5
-			ref := newTestModel(dtype, 1)
-			s1, err := build()
-			if err != nil {
-				t.Fatal(err)
-			}
-			for k := 0; k < n+m; k++ {
-				ref.fillGrads()
-				if err := s1.Step(Params(ref.ps...)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			run := newTestModel(dtype, 1)
-			s2, _ := build()
-			for k := 0; k < n; k++ {
-				run.fillGrads()
-				if err := s2.Step(Params(run.ps...)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			path := filepath.Join(t.TempDir(), "state.safetensors")
-			if err := SaveStateFile(path, s2); err != nil {
-				t.Fatal(err)
-			}
-			s3, _ := build()
-			if err := LoadStateFile(path, s3); err != nil {
-				t.Fatal(err)
-			}
-			if !bytes.Equal(stateBytesOf(t, s2), stateBytesOf(t, s3)) {
-				t.Fatal("loaded state differs from the saved one")
-			}
-			if s2.StateBytes() != s3.StateBytes() {
-				t.Fatalf("StateBytes %d after load, %d before", s3.StateBytes(), s2.StateBytes())
-			}
-			for k := 0; k < m; k++ {
-				run.fillGrads()
-				if err := s3.Step(Params(run.ps...)); err != nil {
-					t.Fatal(err)
-				}
-			}
-			if !sameBits(ref.snapshot(), run.snapshot()) {
-				t.Fatal("save/load changed the trajectory")
-			}
-			if !bytes.Equal(stateBytesOf(t, s1), stateBytesOf(t, s3)) {
-				t.Fatal("state after N+M steps differs from N + save/load + M")
-			}
+			r := roundTrip(t, build, dtype, 4, 5, nil, nil)
+			s2, s3 := r.saved, r.resumed
 			// A state file of another kind or a truncated one is refused and changes nothing.
 			before := stateBytesOf(t, s3)
 			blob := stateBytesOf(t, s2)

@@ -113,49 +113,79 @@ func statefulCases() map[string]func() (Solver, error) {
 	}
 }
 
+// roundTripRun holds the solvers and models of a round trip: straight took n+m steps on ref; saved took n
+// steps on run, its state was loaded into resumed, which took the m others on run.
+type roundTripRun struct {
+	straight, saved, resumed Solver
+	ref, run                 *testModel
+}
+
+// roundTrip is the state round-trip check every solver shares: n+m steps straight must equal n steps, a
+// save to a file, a load into a fresh solver and m more steps, bit for bit (weights and re-saved state);
+// the loaded state must re-save to the saved bytes; gradients must be zero afterwards. model builds the
+// test model (nil: newTestModel(dtype, 1)); step takes one step (nil: Step with all parameters).
+func roundTrip(t *testing.T, build func() (Solver, error), dtype string, n, m int, model func() *testModel, step func(Solver, *testModel) error) roundTripRun {
+	t.Helper()
+	if model == nil {
+		model = func() *testModel { return newTestModel(dtype, 1) }
+	}
+	if step == nil {
+		step = func(s Solver, tm *testModel) error { return s.Step(Params(tm.ps...)) }
+	}
+	steps := func(s Solver, tm *testModel, k int) {
+		t.Helper()
+		for i := 0; i < k; i++ {
+			tm.fillGrads()
+			if err := step(s, tm); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var r roundTripRun
+	var err error
+	if r.straight, err = build(); err != nil {
+		t.Fatal(err)
+	}
+	r.ref, r.run = model(), model()
+	steps(r.straight, r.ref, n+m)
+	r.saved, _ = build()
+	steps(r.saved, r.run, n)
+	path := filepath.Join(t.TempDir(), "state.safetensors")
+	if err := SaveStateFile(path, r.saved); err != nil {
+		t.Fatal(err)
+	}
+	r.resumed, _ = build()
+	if err := LoadStateFile(path, r.resumed); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(stateBytesOf(t, r.saved), stateBytesOf(t, r.resumed)) {
+		t.Fatal("the loaded state does not re-save to the saved bytes")
+	}
+	if r.saved.StateBytes() != r.resumed.StateBytes() {
+		t.Fatalf("StateBytes %d after load, %d before", r.resumed.StateBytes(), r.saved.StateBytes())
+	}
+	steps(r.resumed, r.run, m)
+	if !sameBits(r.ref.snapshot(), r.run.snapshot()) {
+		t.Fatalf("%s: save/load changed the trajectory", dtype)
+	}
+	if !bytes.Equal(stateBytesOf(t, r.straight), stateBytesOf(t, r.resumed)) {
+		t.Fatalf("%s: state after n+m steps differs from n + save/load + m", dtype)
+	}
+	for _, g := range gradSnapshot(Params(r.run.ps...)) {
+		for _, v := range g {
+			if v != 0 {
+				t.Fatal("gradient not zeroed after a step")
+			}
+		}
+	}
+	return r
+}
+
 // TestStateRoundTrip: N steps, save, load into a fresh solver, M steps equals N+M steps bit for bit.
 func TestStateRoundTrip(t *testing.T) {
 	for name, build := range statefulCases() {
 		for _, dtype := range []string{"float32", "float64"} {
-			t.Run(name+"/"+dtype, func(t *testing.T) {
-				const n, m = 7, 5
-				ref := newTestModel(dtype, 1)
-				s1, err := build()
-				if err != nil {
-					t.Fatal(err)
-				}
-				for k := 0; k < n+m; k++ {
-					ref.fillGrads()
-					if err := s1.Step(Params(ref.ps...)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				run := newTestModel(dtype, 1)
-				s2, _ := build()
-				for k := 0; k < n; k++ {
-					run.fillGrads()
-					if err := s2.Step(Params(run.ps...)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				path := filepath.Join(t.TempDir(), "state.safetensors")
-				if err := SaveStateFile(path, s2); err != nil {
-					t.Fatal(err)
-				}
-				s3, _ := build()
-				if err := LoadStateFile(path, s3); err != nil {
-					t.Fatal(err)
-				}
-				for k := 0; k < m; k++ {
-					run.fillGrads()
-					if err := s3.Step(Params(run.ps...)); err != nil {
-						t.Fatal(err)
-					}
-				}
-				if !sameBits(ref.snapshot(), run.snapshot()) {
-					t.Fatal("save/load changed the trajectory")
-				}
-			})
+			t.Run(name+"/"+dtype, func(t *testing.T) { roundTrip(t, build, dtype, 7, 5, nil, nil) })
 		}
 	}
 }
