@@ -23,7 +23,8 @@ import (
 // The inverse-Hessian-vector product uses the Woodbury identity with the window stacked in G ∈ R^{m×d}:
 // F̂⁻¹x = (x − Gᵀ(m·damp·I + GGᵀ)⁻¹Gx)/damp. The Gram matrix GGᵀ is updated in O(d·m) per step (one row
 // and column) and the m×m system is solved by a Cholesky factorisation, O(m³) per step; the products
-// with G and Gᵀ are O(d·m). (The reference's dynamic algorithm reaches the same product with an O(m²)
+// with G and Gᵀ are O(d·m). Before the window first fills only its k filled rows enter the solve (O(k³)),
+// and when d < k the d×d damped Fisher is solved instead. (The reference's dynamic algorithm reaches the same product with an O(m²)
 // recursion after an O(m³) setup per update; the results are equal up to rounding.) The window and Gram
 // matrix are kept in float64 for both parameter dtypes.
 //
@@ -37,6 +38,7 @@ type MFAC struct {
 	dtypes []tensor.Dtype
 	d, m   int
 	last   int       // ring-buffer index of the next row to replace
+	filled int       // rows of the window holding gradients (rows 0..filled−1; the rest are zero)
 	grads  []float64 // m×d window, row-major
 	dots   []float64 // m×m Gram matrix GGᵀ
 	mom    []float64 // momentum buffer (d), nil when momentum is 0
@@ -181,6 +183,7 @@ func (o *MFAC) Step(params []G.ValueGrad) error {
 func (o *MFAC) updateMul(g, out []float64) error {
 	d, m, j := o.d, o.m, o.last
 	copy(o.grads[j*d:(j+1)*d], g)
+	o.filled = min(o.filled+1, m)
 	for i := 0; i < m; i++ {
 		s := curvDot(o.grads[i*d:(i+1)*d], g)
 		o.dots[j*m+i], o.dots[i*m+j] = s, s
@@ -205,51 +208,58 @@ func (o *MFAC) IHVP(x, out []float64) error {
 	return o.ihvp(x, out)
 }
 
+// ihvp writes F̂⁻¹x into out. The window's zero rows (before it first fills) only add m·damp to the
+// diagonal of the m×m system and get zero coefficients, so the system is solved on the k filled rows
+// alone (bit for bit the same result, O(k³) instead of O(m³)); when the parameter dimension d is smaller
+// than k, the d×d system F̂ = damp·I + (1/m)·GᵀG is solved instead (O(k·d² + d³)).
 func (o *MFAC) ihvp(x, out []float64) error {
-	d, m := o.d, o.m
+	if o.d < o.filled {
+		return o.ihvpParamSpace(x, out)
+	}
+	d, m, k := o.d, o.m, o.filled
 	damp := o.cfg.f("damp")
-	// A = m·damp·I + GGᵀ, Cholesky A = LLᵀ (lower triangle in chol)
+	// A = m·damp·I + GGᵀ on the filled rows, Cholesky A = LLᵀ (lower triangle in chol, row stride m)
 	a := o.chol
-	for i := 0; i < m; i++ {
-		for k := 0; k <= i; k++ {
-			s := o.dots[i*m+k]
-			if i == k {
+	for i := 0; i < k; i++ {
+		for c := 0; c <= i; c++ {
+			s := o.dots[i*m+c]
+			if i == c {
 				s += float64(m) * damp
 			}
-			for t := 0; t < k; t++ {
-				s -= a[i*m+t] * a[k*m+t]
+			for t := 0; t < c; t++ {
+				s -= a[i*m+t] * a[c*m+t]
 			}
-			if i == k {
+			if i == c {
 				if !(s > 0) {
 					return errors.Errorf("mfac: window Gram matrix is not positive definite (pivot %g); increase damp", s)
 				}
 				a[i*m+i] = math.Sqrt(s)
 			} else {
-				a[i*m+k] = s / a[k*m+k]
+				a[i*m+c] = s / a[c*m+c]
 			}
 		}
 	}
-	for i := 0; i < m; i++ {
+	for i := 0; i < k; i++ {
 		o.gx[i] = curvDot(o.grads[i*d:(i+1)*d], x)
 	}
 	// solve L y' = Gx, then Lᵀ y = y'
 	y := o.y
-	for i := 0; i < m; i++ {
+	for i := 0; i < k; i++ {
 		s := o.gx[i]
 		for t := 0; t < i; t++ {
 			s -= a[i*m+t] * y[t]
 		}
 		y[i] = s / a[i*m+i]
 	}
-	for i := m - 1; i >= 0; i-- {
+	for i := k - 1; i >= 0; i-- {
 		s := y[i]
-		for t := i + 1; t < m; t++ {
+		for t := i + 1; t < k; t++ {
 			s -= a[t*m+i] * y[t]
 		}
 		y[i] = s / a[i*m+i]
 	}
 	copy(out, x)
-	for i := 0; i < m; i++ {
+	for i := 0; i < k; i++ {
 		row := o.grads[i*d : (i+1)*d]
 		yi := y[i]
 		if yi == 0 {
@@ -266,6 +276,58 @@ func (o *MFAC) ihvp(x, out []float64) error {
 	return nil
 }
 
+// ihvpParamSpace solves (damp·I + (1/m)·GᵀG)·out = x directly, for d smaller than the filled window.
+func (o *MFAC) ihvpParamSpace(x, out []float64) error {
+	d, m, k := o.d, o.m, o.filled
+	damp := o.cfg.f("damp")
+	f := o.chol[:d*d]
+	clear(f)
+	for i := 0; i < k; i++ {
+		row := o.grads[i*d : (i+1)*d]
+		for r := 0; r < d; r++ {
+			gr := row[r] / float64(m)
+			for c := 0; c <= r; c++ {
+				f[r*d+c] += gr * row[c]
+			}
+		}
+	}
+	for r := 0; r < d; r++ {
+		f[r*d+r] += damp
+	}
+	// Cholesky in place (lower triangle)
+	for i := 0; i < d; i++ {
+		for c := 0; c <= i; c++ {
+			s := f[i*d+c]
+			for t := 0; t < c; t++ {
+				s -= f[i*d+t] * f[c*d+t]
+			}
+			if i == c {
+				if !(s > 0) {
+					return errors.Errorf("mfac: damped Fisher is not positive definite (pivot %g); increase damp", s)
+				}
+				f[i*d+i] = math.Sqrt(s)
+			} else {
+				f[i*d+c] = s / f[c*d+c]
+			}
+		}
+	}
+	for i := 0; i < d; i++ {
+		s := x[i]
+		for t := 0; t < i; t++ {
+			s -= f[i*d+t] * out[t]
+		}
+		out[i] = s / f[i*d+i]
+	}
+	for i := d - 1; i >= 0; i-- {
+		s := out[i]
+		for t := i + 1; t < d; t++ {
+			s -= f[t*d+i] * out[t]
+		}
+		out[i] = s / f[i*d+i]
+	}
+	return nil
+}
+
 // Kind returns "mfac".
 func (o *MFAC) Kind() string { return "mfac" }
 
@@ -277,7 +339,7 @@ func (o *MFAC) saveState(prefix string, w *stateWriter) error {
 	for i, dt := range o.dtypes {
 		dts[i] = dt.Name()
 	}
-	if err := w.putMeta(prefix+"params", map[string]interface{}{"names": o.names, "shapes": o.shapes, "dtypes": dts, "last": o.last}); err != nil {
+	if err := w.putMeta(prefix+"params", map[string]interface{}{"names": o.names, "shapes": o.shapes, "dtypes": dts, "last": o.last, "filled": o.filled}); err != nil {
 		return err
 	}
 	if o.names == nil {
@@ -304,6 +366,7 @@ func (o *MFAC) loadState(prefix string, r *stateReader) (func(), error) {
 		Shapes [][]int  `json:"shapes"`
 		Dtypes []string `json:"dtypes"`
 		Last   int      `json:"last"`
+		Filled int      `json:"filled"`
 	}
 	if err := r.getMeta(prefix+"params", &p); err != nil {
 		return nil, err
@@ -326,7 +389,10 @@ func (o *MFAC) loadState(prefix string, r *stateReader) (func(), error) {
 		if p.Last < 0 || p.Last >= m {
 			return nil, errors.Errorf("mfac: ring index %d outside [0, %d)", p.Last, m)
 		}
-		no.names, no.shapes, no.d, no.m, no.last = p.Names, p.Shapes, n, m, p.Last
+		if p.Filled < 0 || p.Filled > m {
+			return nil, errors.Errorf("mfac: filled rows %d outside [0, %d]", p.Filled, m)
+		}
+		no.names, no.shapes, no.d, no.m, no.last, no.filled = p.Names, p.Shapes, n, m, p.Last, p.Filled
 		get := func(k string, size int) ([]float64, error) {
 			t, err := r.getTensor(prefix+"mfac."+k, tensor.Float64, []int{size})
 			return t.f64, err
@@ -347,7 +413,7 @@ func (o *MFAC) loadState(prefix string, r *stateReader) (func(), error) {
 	return func() {
 		*o.cfg = *c
 		o.steps = no.steps
-		o.names, o.shapes, o.dtypes, o.d, o.m, o.last = no.names, no.shapes, no.dtypes, no.d, no.m, no.last
+		o.names, o.shapes, o.dtypes, o.d, o.m, o.last, o.filled = no.names, no.shapes, no.dtypes, no.d, no.m, no.last, no.filled
 		o.grads, o.dots, o.mom = no.grads, no.dots, no.mom
 		o.g, o.u, o.gx, o.y, o.chol = no.g, no.u, no.gx, no.y, no.chol
 	}, nil

@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand"
 	"testing"
+	"time"
 
 	"gonum.org/v1/gonum/mat"
 )
@@ -11,15 +12,34 @@ import (
 // TestMFACInverseEqualsExplicit: after more steps than the window holds, M-FAC's IHVP equals
 // (damp·I + (1/m)Σ g gᵀ)⁻¹x over the last m gradients, computed densely, to 1e-8.
 func TestMFACInverseEqualsExplicit(t *testing.T) {
-	d, m, damp := 12, 5, 1e-2
+	// a wrapped window (m-space solve), a partly filled one (solve on the filled rows) and d < filled
+	// rows (d×d solve).
+	for _, c := range []struct {
+		name     string
+		shape    []int
+		m, steps int
+	}{
+		{"wrapped", []int{3, 4}, 5, 8},
+		{"partial", []int{3, 4}, 20, 8},
+		{"param-space", []int{3}, 8, 10},
+	} {
+		t.Run(c.name, func(t *testing.T) { mfacInverseCase(t, c.shape, c.m, c.steps) })
+	}
+}
+
+func mfacInverseCase(t *testing.T, shape []int, m, steps int) {
+	d, damp := 1, 1e-2
+	for _, n := range shape {
+		d *= n
+	}
 	s, err := NewMFAC(Set("ngrads", float64(m)), Set("damp", damp), WithLR(1e-3))
 	if err != nil {
 		t.Fatal(err)
 	}
 	rng := rand.New(rand.NewSource(1))
-	par := NewParamFrom("w", []int{3, 4}, make([]float64, d))
+	par := NewParamFrom("w", shape, make([]float64, d))
 	var hist [][]float64
-	for k := 0; k < 8; k++ {
+	for k := 0; k < steps; k++ {
 		g := make([]float64, d)
 		for i := range g {
 			g[i] = rng.NormFloat64()
@@ -34,7 +54,7 @@ func TestMFACInverseEqualsExplicit(t *testing.T) {
 	for i := 0; i < d; i++ {
 		f.Set(i, i, damp)
 	}
-	for _, g := range hist[len(hist)-m:] {
+	for _, g := range hist[max(0, len(hist)-m):] {
 		gv := mat.NewVecDense(d, g)
 		var outer mat.Dense
 		outer.Outer(1/float64(m), gv, gv)
@@ -62,6 +82,23 @@ func TestMFACInverseEqualsExplicit(t *testing.T) {
 	}
 	if got, want := s.StateBytes(), int64(8*(m*d+m*m)); got != want {
 		t.Fatalf("StateBytes %d, want %d", got, want)
+	}
+}
+
+// TestMFACDefaultWindowIsCheap: with the reference's window of 1024 gradients, the first steps on a tiny
+// problem cost O(filled rows), not O(m³) (this once made a 1-D experiment run for minutes).
+func TestMFACDefaultWindowIsCheap(t *testing.T) {
+	s, _ := NewMFAC()
+	par := NewParamFrom("x", []int{1}, []float64{1})
+	start := time.Now()
+	for k := 0; k < 300; k++ {
+		setGrad(par, []float64{values(par)[0]})
+		if err := s.Step(Params(par)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("300 steps on one parameter took %v", el)
 	}
 }
 
