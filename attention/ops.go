@@ -2,7 +2,6 @@ package attention
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"hash/fnv"
 
@@ -10,6 +9,8 @@ import (
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // float is the element type of every kernel in this package.
@@ -69,7 +70,7 @@ func (op *headsOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, erro
 	if len(in) != 1 {
 		return nil, errors.Errorf("%v: want 1 input, got %d", op, len(in))
 	}
-	x, err := denseOf(in[0])
+	x, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
@@ -164,20 +165,4 @@ func shapeOf(n *G.Node) tensor.Shape {
 		return nil
 	}
 	return n.Shape()
-}
-
-// denseOf returns v as a contiguous *tensor.Dense, materialising views.
-func denseOf(v G.Value) (*tensor.Dense, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok {
-		return nil, errors.Errorf("expected a *tensor.Dense, got %T", v)
-	}
-	if d.RequiresIterator() {
-		m, ok := d.Materialize().(*tensor.Dense)
-		if !ok {
-			return nil, errors.New("cannot materialise a tensor view")
-		}
-		d = m
-	}
-	return d, nil
 }

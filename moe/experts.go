@@ -2,7 +2,6 @@ package moe
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 	"sync"
@@ -11,6 +10,8 @@ import (
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // Experts is the sparse routed-expert computation of a Mixture-of-Experts layer as one graph op:
@@ -115,7 +116,7 @@ func (op *expertsOp) inputs(in []G.Value, n int) ([]*tensor.Dense, error) {
 	want := []tensor.Shape{{op.t, op.d}, {op.t, op.e}, {op.t, op.e}, {op.e, op.d, op.f}, {op.e, op.d, op.f}, {op.e, op.f, op.d}, {op.t, op.d}}
 	ds := make([]*tensor.Dense, n)
 	for i, v := range in {
-		d, err := denseOf(v)
+		d, err := graphop.DenseOf(v)
 		if err != nil {
 			return nil, errors.Wrapf(err, "%v", op)
 		}
@@ -315,7 +316,7 @@ func (op *unpackOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, err
 	if len(in) != 1 {
 		return nil, errors.Errorf("%v: want 1 input, got %d", op, len(in))
 	}
-	p, err := denseOf(in[0])
+	p, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}

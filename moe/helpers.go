@@ -1,7 +1,6 @@
 package moe
 
 import (
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"hash/fnv"
 
@@ -11,26 +10,12 @@ import (
 	"gonum.org/v1/gonum/blas/blas64"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // float is the element type of every kernel in this package.
 type float interface{ ~float32 | ~float64 }
-
-// denseOf returns v as a contiguous, row-major *tensor.Dense, materialising views that need an iterator.
-func denseOf(v G.Value) (*tensor.Dense, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok {
-		return nil, errors.Errorf("expected a *tensor.Dense, got %T", v)
-	}
-	if d.RequiresIterator() {
-		m, ok := d.Materialize().(*tensor.Dense)
-		if !ok {
-			return nil, errors.New("cannot materialise a tensor view")
-		}
-		d = m
-	}
-	return d, nil
-}
 
 // addInto adds src into the gradient held by n (ADOp.DoDiff must accumulate).
 func addInto(n *G.Node, src []float64, src32 []float32) error {

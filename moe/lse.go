@@ -2,7 +2,6 @@ package moe
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 
@@ -10,6 +9,8 @@ import (
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // rowLogSumExp returns logsumexp over the last axis of a (T, N) node, (T). Gorgonia v0.9.18's LogSumExp is
@@ -69,7 +70,7 @@ func (op *lseOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error)
 	if len(in) != op.Arity() {
 		return nil, errors.Errorf("%v: want %d inputs, got %d", op, op.Arity(), len(in))
 	}
-	z, err := denseOf(in[0])
+	z, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
@@ -79,7 +80,7 @@ func (op *lseOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error)
 	var dy *tensor.Dense
 	shape := tensor.Shape{op.t}
 	if op.grad {
-		if dy, err = denseOf(in[1]); err != nil {
+		if dy, err = graphop.DenseOf(in[1]); err != nil {
 			return nil, errors.Wrapf(err, "%v", op)
 		}
 		if dy.Shape().TotalSize() != op.t || dy.Dtype() != z.Dtype() {

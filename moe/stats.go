@@ -1,11 +1,12 @@
 package moe
 
 import (
-	"github.com/gradlab/gradlab/internal/graphop"
 	"math"
 
 	"github.com/pkg/errors"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // Stats are the routing statistics of a Layer, accumulated over the forward passes since the last

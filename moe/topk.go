@@ -2,7 +2,6 @@ package moe
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 	"sort"
@@ -12,6 +11,8 @@ import (
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // TopK returns the (T, E) 0/1 selection mask of the k largest entries of each row of scores + bias, in the
@@ -94,11 +95,11 @@ func (op *topKOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error
 	if len(in) != 2 {
 		return nil, errors.Errorf("%v: want 2 inputs, got %d", op, len(in))
 	}
-	s, err := denseOf(in[0])
+	s, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
-	b, err := denseOf(in[1])
+	b, err := graphop.DenseOf(in[1])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
@@ -250,11 +251,11 @@ func (op *capacityOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, e
 	if len(in) != 2 {
 		return nil, errors.Errorf("%v: want 2 inputs, got %d", op, len(in))
 	}
-	m, err := denseOf(in[0])
+	m, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
-	s, err := denseOf(in[1])
+	s, err := graphop.DenseOf(in[1])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}

@@ -1,12 +1,13 @@
 package nn
 
 import (
-	"github.com/gradlab/gradlab/internal/graphop"
 	"math/rand"
 
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // Builder creates the parameter nodes of a model in one graph, with one dtype, drawing every initial value

@@ -2,13 +2,14 @@ package nn
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 
 	"github.com/chewxy/hm"
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // Reshape is gorgonia.Reshape that copies. Gorgonia v0.9.18's Reshape returns a view sharing its input's
@@ -53,7 +54,7 @@ func (op *reshapeOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, er
 	if len(in) != 1 {
 		return nil, errors.Errorf("%v: want 1 input, got %d", op, len(in))
 	}
-	x, err := denseOf(in[0])
+	x, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}
@@ -87,7 +88,7 @@ func (op *reshapeOp) DoDiff(_ G.ExecutionContext, in G.Nodes, out *G.Node) error
 	if err != nil {
 		return err
 	}
-	d, err := denseOf(dy)
+	d, err := graphop.DenseOf(dy)
 	if err != nil {
 		return err
 	}

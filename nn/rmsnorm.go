@@ -2,7 +2,6 @@ package nn
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"hash/fnv"
 	"math"
@@ -11,6 +10,8 @@ import (
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // DefaultEps is RMSNorm's default ε.
@@ -74,11 +75,11 @@ func (op *rmsNormOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, er
 	if len(in) != 2 {
 		return nil, errors.Errorf("%v: want 2 inputs, got %d", op, len(in))
 	}
-	x, err := denseOf(in[0])
+	x, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v x", op)
 	}
-	g, err := denseOf(in[1])
+	g, err := graphop.DenseOf(in[1])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v gamma", op)
 	}
@@ -168,7 +169,7 @@ func (op *rmsNormGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value
 	}
 	var ts [3]*tensor.Dense
 	for i, v := range in {
-		t, err := denseOf(v)
+		t, err := graphop.DenseOf(v)
 		if err != nil {
 			return nil, errors.Wrapf(err, "%v input %d", op, i)
 		}

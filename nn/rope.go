@@ -2,7 +2,6 @@ package nn
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 
@@ -10,6 +9,8 @@ import (
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // DefaultRoPEBase is RoFormer's base θ = 10000.
@@ -257,7 +258,7 @@ func (op *ropeOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error
 	if len(in) != op.Arity() {
 		return nil, errors.Errorf("%v: want %d inputs, got %d", op, op.Arity(), len(in))
 	}
-	x, err := denseOf(in[0])
+	x, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrapf(err, "%v", op)
 	}

@@ -2,7 +2,6 @@ package nn
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 
@@ -10,6 +9,8 @@ import (
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // SiLU is the sigmoid-weighted linear unit SiLU(z) = z·σ(z) (Elfwing et al., "Sigmoid-Weighted Linear Units
@@ -53,7 +54,7 @@ func (op siluOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, error)
 	if len(in) != 1 {
 		return nil, errors.Errorf("SiLU: want 1 input, got %d", len(in))
 	}
-	x, err := denseOf(in[0])
+	x, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrap(err, "SiLU")
 	}
@@ -133,11 +134,11 @@ func (op siluGradOp) UsePreallocDo(prealloc G.Value, in ...G.Value) (G.Value, er
 	if len(in) != 2 {
 		return nil, errors.Errorf("SiLUGrad: want 2 inputs, got %d", len(in))
 	}
-	x, err := denseOf(in[0])
+	x, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, errors.Wrap(err, "SiLUGrad")
 	}
-	dy, err := denseOf(in[1])
+	dy, err := graphop.DenseOf(in[1])
 	if err != nil {
 		return nil, errors.Wrap(err, "SiLUGrad")
 	}

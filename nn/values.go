@@ -12,23 +12,6 @@ import (
 // float is the element type of every kernel in this package.
 type float interface{ ~float32 | ~float64 }
 
-// denseOf returns v as a contiguous, row-major *tensor.Dense. Views that need an iterator (non-contiguous
-// slices, transposes) are materialised into a fresh tensor; contiguous tensors are returned as they are.
-func denseOf(v G.Value) (*tensor.Dense, error) {
-	d, ok := v.(*tensor.Dense)
-	if !ok {
-		return nil, errors.Errorf("expected a *tensor.Dense, got %T", v)
-	}
-	if d.RequiresIterator() {
-		m, ok := d.Materialize().(*tensor.Dense)
-		if !ok {
-			return nil, errors.New("cannot materialise a tensor view")
-		}
-		d = m
-	}
-	return d, nil
-}
-
 // scalarOf reads a scalar Value (a *G.F64, *G.F32 or a one-element tensor) as float64.
 func scalarOf(v G.Value) (float64, error) {
 	switch s := v.(type) {

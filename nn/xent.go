@@ -2,7 +2,6 @@ package nn
 
 import (
 	"fmt"
-	"github.com/gradlab/gradlab/internal/graphop"
 	"hash"
 	"math"
 
@@ -10,6 +9,8 @@ import (
 	"github.com/pkg/errors"
 	G "gorgonia.org/gorgonia"
 	"gorgonia.org/tensor"
+
+	"github.com/gradlab/gradlab/internal/graphop"
 )
 
 // CrossEntropyOption configures CrossEntropy.
@@ -98,7 +99,7 @@ func (op *xentOp) inputs(in []G.Value) (*tensor.Dense, []int, int, error) {
 	if len(in) < 2 {
 		return nil, nil, 0, errors.Errorf("%v: want logits and targets, got %d inputs", op, len(in))
 	}
-	x, err := denseOf(in[0])
+	x, err := graphop.DenseOf(in[0])
 	if err != nil {
 		return nil, nil, 0, errors.Wrapf(err, "%v logits", op)
 	}

@@ -86,3 +86,20 @@ func Accumulate[T Float](dst, src []T) {
 		dst[i] += v
 	}
 }
+
+// DenseOf returns v as a contiguous, row-major *tensor.Dense. Views that need an iterator (non-contiguous
+// slices, transposes) are materialised into a fresh tensor; contiguous tensors are returned as they are.
+func DenseOf(v G.Value) (*tensor.Dense, error) {
+	d, ok := v.(*tensor.Dense)
+	if !ok {
+		return nil, errors.Errorf("expected a *tensor.Dense, got %T", v)
+	}
+	if d.RequiresIterator() {
+		m, ok := d.Materialize().(*tensor.Dense)
+		if !ok {
+			return nil, errors.New("cannot materialise a tensor view")
+		}
+		d = m
+	}
+	return d, nil
+}
