@@ -198,24 +198,7 @@ func (p *apNet) forward(x []float32, y []int) (loss, acc float64) {
 			}
 			cur = o
 		}
-		V := p.sizes[len(p.sizes)-1]
-		for r := 0; r < rows; r++ {
-			z := cur[r*V : (r+1)*V]
-			m, arg := math.Inf(-1), 0
-			for k, v := range z {
-				if float64(v) > m {
-					m, arg = float64(v), k
-				}
-			}
-			s := 0.0
-			for _, v := range z {
-				s += math.Exp(float64(v) - m)
-			}
-			sumL += m + math.Log(s) - float64(z[y[lo+r]])
-			if arg == y[lo+r] {
-				correct++
-			}
-		}
+		correct += softmaxXentAcc(cur, p.sizes[len(p.sizes)-1], y[lo:lo+rows], &sumL)
 	}
 	return sumL / float64(n), float64(correct) / float64(n)
 }

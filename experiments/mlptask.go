@@ -320,24 +320,7 @@ func (p *mlpProblem) forward(x []float32, y []int) (loss, acc float64) {
 			}
 			cur = o
 		}
-		V := p.sizes[len(p.sizes)-1]
-		for r := 0; r < rows; r++ {
-			z := cur[r*V : (r+1)*V]
-			m, arg := math.Inf(-1), 0
-			for k, v := range z {
-				if float64(v) > m {
-					m, arg = float64(v), k
-				}
-			}
-			s := 0.0
-			for _, v := range z {
-				s += math.Exp(float64(v) - m)
-			}
-			sumL += m + math.Log(s) - float64(z[y[lo+r]])
-			if arg == y[lo+r] {
-				correct++
-			}
-		}
+		correct += softmaxXentAcc(cur, p.sizes[len(p.sizes)-1], y[lo:lo+rows], &sumL)
 	}
 	return sumL / float64(n), float64(correct) / float64(n)
 }
@@ -641,4 +624,27 @@ func fmtF(x float64) string {
 		return fmt.Sprintf("%.3e", x)
 	}
 	return fmt.Sprintf("%.4g", x)
+}
+
+// softmaxXentAcc adds the softmax cross-entropy of each logits row (row-major, V columns) against the
+// labels y to *sum, row by row, and returns how many rows' argmax equals the label.
+func softmaxXentAcc(logits []float32, V int, y []int, sum *float64) (correct int) {
+	for r, label := range y {
+		z := logits[r*V : (r+1)*V]
+		m, arg := math.Inf(-1), 0
+		for k, v := range z {
+			if float64(v) > m {
+				m, arg = float64(v), k
+			}
+		}
+		s := 0.0
+		for _, v := range z {
+			s += math.Exp(float64(v) - m)
+		}
+		*sum += m + math.Log(s) - float64(z[label])
+		if arg == label {
+			correct++
+		}
+	}
+	return correct
 }
