@@ -137,3 +137,18 @@ func TestList(t *testing.T) {
 		t.Errorf("unknown experiment: exit %d, want 2", code)
 	}
 }
+
+// TestRosenbrockQuick runs the rosenbrock benchmark (it has no paper claim, hence no verdict) at the quick
+// size and checks its files.
+func TestRosenbrockQuick(t *testing.T) {
+	dir := t.TempDir()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"-out", dir, "-quick", "rosenbrock"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit code %d: %s", code, stderr.String())
+	}
+	for _, f := range []string{"report.md", "trajectories.csv", "run.json", "distance.png"} {
+		if st, err := os.Stat(filepath.Join(dir, "rosenbrock", f)); err != nil || st.Size() == 0 {
+			t.Errorf("rosenbrock/%s missing or empty (%v)", f, err)
+		}
+	}
+}
