@@ -253,7 +253,7 @@ func (md *moeDec[T]) forward(x []T) []T {
 			s[i] = float64(T(s[i] / sum))
 		}
 	}
-	sel := selectTopK(s, md.bias, c.TopK, max(c.Groups, 1), max(c.TopKGroups, 1))
+	sel := moe.SelectTopK(s, md.bias, c.TopK, max(c.Groups, 1), max(c.TopKGroups, 1))
 	g := make([]float64, len(sel))
 	var gsum float64
 	for j, e := range sel {
@@ -283,62 +283,6 @@ func (md *moeDec[T]) forward(x []T) []T {
 		}
 	}
 	return y
-}
-
-// selectTopK returns the k experts with the largest s + b, in decreasing order, ties to the lower index,
-// restricted to the topkGroups best of groups contiguous groups (each scored by the sum of its two largest
-// biased scores, its largest when a group holds one expert), as moe.TopKGrouped.
-func selectTopK(s, b []float64, k, groups, topkGroups int) []int {
-	e := len(s)
-	v := make([]float64, e)
-	ok := make([]bool, e)
-	for j := range v {
-		v[j] = s[j] + b[j]
-		ok[j] = true
-	}
-	if groups > 1 {
-		gs := e / groups
-		gscore := make([]float64, groups)
-		gok := make([]bool, groups)
-		for gi := range gscore {
-			m1, m2 := math.Inf(-1), math.Inf(-1)
-			for _, x := range v[gi*gs : (gi+1)*gs] {
-				if x > m1 {
-					m1, m2 = x, m1
-				} else if x > m2 {
-					m2 = x
-				}
-			}
-			if gs > 1 {
-				m1 += m2
-			}
-			gscore[gi] = m1
-		}
-		for n := 0; n < topkGroups; n++ {
-			best := -1
-			for gi := range gscore {
-				if !gok[gi] && (best < 0 || gscore[gi] > gscore[best]) {
-					best = gi
-				}
-			}
-			gok[best] = true
-		}
-		for j := range ok {
-			ok[j] = gok[j/gs]
-		}
-	}
-	sel := make([]int, k)
-	for n := range sel {
-		best := -1
-		for j := range v {
-			if ok[j] && (best < 0 || v[j] > v[best]) {
-				best = j
-			}
-		}
-		ok[best] = false
-		sel[n] = best
-	}
-	return sel
 }
 
 // SampleConfig configures Generate.

@@ -187,6 +187,19 @@ func selectTopK[T float](s, b []T, t, e, k, groups, topkGroups int, sel []int32)
 	}
 }
 
+// SelectTopK returns, for one token, the k experts with the largest biased scores s + b in decreasing
+// order (ties to the lower index), restricted to the topkGroups best of groups contiguous groups: the
+// selection TopKGrouped makes inside the graph, for routing outside it (cached decoding).
+func SelectTopK(s, b []float64, k, groups, topkGroups int) []int {
+	sel32 := make([]int32, k)
+	selectTopK(s, b, 1, len(s), k, groups, topkGroups, sel32)
+	sel := make([]int, k)
+	for i, j := range sel32 {
+		sel[i] = int(j)
+	}
+	return sel
+}
+
 var negInf = math.Inf(-1)
 
 func writeMask[T float](out []T, sel []int32, e, k int) {
