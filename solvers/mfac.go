@@ -218,46 +218,20 @@ func (o *MFAC) ihvp(x, out []float64) error {
 	}
 	d, m, k := o.d, o.m, o.filled
 	damp := o.cfg.f("damp")
-	// A = m·damp·I + GGᵀ on the filled rows, Cholesky A = LLᵀ (lower triangle in chol, row stride m)
+	// A = m·damp·I + GGᵀ on the filled rows (lower triangle in chol, row stride m)
 	a := o.chol
 	for i := 0; i < k; i++ {
-		for c := 0; c <= i; c++ {
-			s := o.dots[i*m+c]
-			if i == c {
-				s += float64(m) * damp
-			}
-			for t := 0; t < c; t++ {
-				s -= a[i*m+t] * a[c*m+t]
-			}
-			if i == c {
-				if !(s > 0) {
-					return errors.Errorf("mfac: window Gram matrix is not positive definite (pivot %g); increase damp", s)
-				}
-				a[i*m+i] = math.Sqrt(s)
-			} else {
-				a[i*m+c] = s / a[c*m+c]
-			}
-		}
+		copy(a[i*m:i*m+i+1], o.dots[i*m:i*m+i+1])
+		a[i*m+i] += float64(m) * damp
+	}
+	if err := cholFactor(a, m, k); err != nil {
+		return errors.Wrap(err, "mfac: window Gram matrix")
 	}
 	for i := 0; i < k; i++ {
 		o.gx[i] = curvDot(o.grads[i*d:(i+1)*d], x)
 	}
-	// solve L y' = Gx, then Lᵀ y = y'
 	y := o.y
-	for i := 0; i < k; i++ {
-		s := o.gx[i]
-		for t := 0; t < i; t++ {
-			s -= a[i*m+t] * y[t]
-		}
-		y[i] = s / a[i*m+i]
-	}
-	for i := k - 1; i >= 0; i-- {
-		s := y[i]
-		for t := i + 1; t < k; t++ {
-			s -= a[t*m+i] * y[t]
-		}
-		y[i] = s / a[i*m+i]
-	}
+	cholSolve(a, m, k, o.gx, y)
 	copy(out, x)
 	for i := 0; i < k; i++ {
 		row := o.grads[i*d : (i+1)*d]
@@ -294,38 +268,51 @@ func (o *MFAC) ihvpParamSpace(x, out []float64) error {
 	for r := 0; r < d; r++ {
 		f[r*d+r] += damp
 	}
-	// Cholesky in place (lower triangle)
-	for i := 0; i < d; i++ {
+	if err := cholFactor(f, d, d); err != nil {
+		return errors.Wrap(err, "mfac: damped Fisher")
+	}
+	cholSolve(f, d, d, x, out)
+	return nil
+}
+
+// cholFactor overwrites the lower triangle of the leading n×n block of a (row stride `stride`) with its
+// Cholesky factor L, A = LLᵀ. A non-positive pivot is an error.
+func cholFactor(a []float64, stride, n int) error {
+	for i := 0; i < n; i++ {
 		for c := 0; c <= i; c++ {
-			s := f[i*d+c]
+			s := a[i*stride+c]
 			for t := 0; t < c; t++ {
-				s -= f[i*d+t] * f[c*d+t]
+				s -= a[i*stride+t] * a[c*stride+t]
 			}
 			if i == c {
 				if !(s > 0) {
-					return errors.Errorf("mfac: damped Fisher is not positive definite (pivot %g); increase damp", s)
+					return errors.Errorf("not positive definite (pivot %g); increase damp", s)
 				}
-				f[i*d+i] = math.Sqrt(s)
+				a[i*stride+i] = math.Sqrt(s)
 			} else {
-				f[i*d+c] = s / f[c*d+c]
+				a[i*stride+c] = s / a[c*stride+c]
 			}
 		}
 	}
-	for i := 0; i < d; i++ {
-		s := x[i]
-		for t := 0; t < i; t++ {
-			s -= f[i*d+t] * out[t]
-		}
-		out[i] = s / f[i*d+i]
-	}
-	for i := d - 1; i >= 0; i-- {
-		s := out[i]
-		for t := i + 1; t < d; t++ {
-			s -= f[t*d+i] * out[t]
-		}
-		out[i] = s / f[i*d+i]
-	}
 	return nil
+}
+
+// cholSolve solves LLᵀx = b for the factor written by cholFactor (x may alias b).
+func cholSolve(l []float64, stride, n int, b, x []float64) {
+	for i := 0; i < n; i++ {
+		s := b[i]
+		for t := 0; t < i; t++ {
+			s -= l[i*stride+t] * x[t]
+		}
+		x[i] = s / l[i*stride+i]
+	}
+	for i := n - 1; i >= 0; i-- {
+		s := x[i]
+		for t := i + 1; t < n; t++ {
+			s -= l[t*stride+i] * x[t]
+		}
+		x[i] = s / l[i*stride+i]
+	}
 }
 
 // Kind returns "mfac".
